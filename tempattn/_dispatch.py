@@ -1,0 +1,113 @@
+"""Backend selection: the one place that decides which implementation runs.
+
+``backend`` is "auto", "reference", "cpu", "triton" or "cuda"; the environment
+variable ``TEMPATTN_BACKEND`` overrides "auto". Auto picks "cuda" for CUDA tensors
+when the extension was built with CUDA, else "triton"; for CPU tensors "cpu" (the
+C++ kernels in ``tempattn._C``), else "reference" with one warning. An explicit
+backend that cannot run raises ``RuntimeError`` saying why.
+"""
+import functools
+import importlib
+import importlib.util
+import os
+import warnings
+
+import torch
+
+BACKENDS = ("reference", "cpu", "triton", "cuda")
+_CHOICES = ("auto",) + BACKENDS
+
+
+@functools.lru_cache(maxsize=None)
+def _extension_status():
+    """(loaded, has_cpu_kernels, has_cuda_kernels, reason)."""
+    try:
+        importlib.import_module("tempattn._C")
+    except ImportError as exc:
+        return False, False, False, f"the C++ extension tempattn._C is not built ({exc}); run `pip install -e . --no-build-isolation`"
+    ops = torch.ops.tempattn_C
+    return True, hasattr(ops, "masked_sdpa_fwd"), bool(ops.cuda_built()), None
+
+
+def _cpu_reason():
+    loaded, has_cpu, _, reason = _extension_status()
+    if not loaded:
+        return reason
+    return None if has_cpu else "tempattn._C was built without the fused CPU kernels"
+
+
+def _cuda_reason():
+    loaded, _, has_cuda, reason = _extension_status()
+    if not loaded:
+        return reason
+    if not has_cuda:
+        return "tempattn._C was built without CUDA (no nvcc or a CPU-only torch, or TEMPATTN_SKIP_CUDA_BUILD=1)"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    return None
+
+
+def _module_exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _triton_reason():
+    if not _module_exists("triton"):
+        return "triton is not installed"
+    if not _module_exists("tempattn.kernels.common"):
+        return "the Triton kernels (tempattn.kernels) are not part of this build"
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        return "no GPU is visible; Triton runs on CPU tensors only under TRITON_INTERPRET=1"
+    return None
+
+
+_REASONS = {"reference": lambda: None, "cpu": _cpu_reason, "triton": _triton_reason, "cuda": _cuda_reason}
+
+
+def backends() -> dict:
+    """Availability of each backend: ``{name: {"available": bool, "reason": str | None}}``."""
+    return {name: {"available": (r := _REASONS[name]()) is None, "reason": r} for name in BACKENDS}
+
+
+def _device_reason(backend: str, device: torch.device):
+    if backend == "cpu" and device.type != "cpu":
+        return f"backend 'cpu' runs on CPU tensors, got tensors on {device}"
+    if backend == "cuda" and device.type != "cuda":
+        return f"backend 'cuda' runs on CUDA tensors, got tensors on {device}"
+    if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "backend 'triton' runs on CPU tensors only under TRITON_INTERPRET=1"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_reference_fallback(reason: str) -> None:
+    warnings.warn(f"tempattn: using the O(T^2) reference backend on CPU because {reason}", RuntimeWarning, stacklevel=4)
+
+
+def _auto(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "cuda" if _cuda_reason() is None else "triton"
+    reason = _cpu_reason()
+    if reason is None:
+        return "cpu"
+    _warn_reference_fallback(reason)
+    return "reference"
+
+
+def resolve(op: str, backend: str, device: torch.device) -> str:
+    """The concrete backend that runs ``op`` on ``device``; raises if it cannot."""
+    if not isinstance(backend, str) or backend not in _CHOICES:
+        raise ValueError(f"{op}: `backend` must be one of {_CHOICES}, got {backend!r}; hint: use 'auto'")
+    if backend == "auto":
+        backend = os.environ.get("TEMPATTN_BACKEND", "auto") or "auto"
+        if backend not in _CHOICES:
+            raise ValueError(f"{op}: TEMPATTN_BACKEND must be one of {_CHOICES}, got {backend!r}; hint: unset it")
+        if backend == "auto":
+            backend = _auto(device)
+    reason = _REASONS[backend]() or _device_reason(backend, device)
+    if reason is not None:
+        raise RuntimeError(f"{op}: backend {backend!r} cannot run: {reason}")
+    return backend

@@ -1,0 +1,51 @@
+"""Turns the public keywords shared by the three operators into the custom ops' arguments."""
+import math
+from typing import NamedTuple, Optional
+
+import torch
+
+from ... import _dispatch
+from . import validation as V
+from .reference import accumulate_dtype
+
+
+class CommonArgs(NamedTuple):
+    key_valid: Optional[torch.Tensor]  # (B, Tk) bool, True = attended
+    key_bias: Optional[torch.Tensor]   # (B, H, Tk) contiguous, accumulation dtype
+    dropout_p: float
+    seed: int
+    scale: float
+    backend: str
+
+
+def draw_seed() -> int:
+    """A dropout seed from torch's default generator (so torch.manual_seed reproduces it)."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64).item())
+
+
+def as_param(t: Optional[torch.Tensor], q: torch.Tensor) -> Optional[torch.Tensor]:
+    """A float parameter in q's accumulation dtype, contiguous (autograd casts its gradient back)."""
+    return None if t is None else t.to(accumulate_dtype(q.dtype)).contiguous()
+
+
+def common_args(op: str, q, k, v, *, causal: bool, key_padding_mask, key_valid_mask, key_bias, dropout_p, seed,
+                scale, backend) -> CommonArgs:
+    V.check_qkv(op, q, k, v)
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    V.check_lengths(op, Tq, Tk, causal)
+    key_valid = V.canonical_key_valid(op, key_padding_mask, key_valid_mask, B, Tk, q.device)
+    key_bias = V.canonical_key_bias(op, key_bias, B, H, Tk, q.device)
+    V.check_dropout(op, dropout_p, seed)
+    V.check_scale(op, scale)
+    backend = _dispatch.resolve(op, backend, q.device)
+    if dropout_p > 0.0 and seed is None:
+        seed = draw_seed()
+    return CommonArgs(
+        key_valid=None if key_valid is None else key_valid.contiguous(),
+        key_bias=as_param(key_bias, q),
+        dropout_p=float(dropout_p),
+        seed=0 if seed is None else int(seed),
+        scale=1.0 / math.sqrt(D) if scale is None else float(scale),
+        backend=backend,
+    )

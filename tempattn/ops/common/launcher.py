@@ -1,0 +1,24 @@
+"""Host-side helpers shared by the operators' launchers."""
+import torch
+
+from .autograd import row_delta
+
+
+def extension_op(name: str):
+    """``torch.ops.tempattn_C.<name>``, loading the extension on first use."""
+    import tempattn._C  # noqa: F401  (registers the ops)
+    return getattr(torch.ops.tempattn_C, name)
+
+
+def fused_backward(op_name: str, grad_out, grad_lse, out, lse, tensors, config):
+    """Call a fused backward kernel ``(grad_out, delta, lse, *tensors, *config) -> [grads]``.
+
+    It takes ``delta = rowsum(dO*O) - dlse`` instead of ``out`` and returns the
+    gradients of the present differentiable tensors, in order.
+    """
+    delta = row_delta(grad_out, out, grad_lse)
+    return list(extension_op(op_name)(grad_out, delta, lse, *tensors, *config))
+
+
+def unsupported(backend: str, op: str):
+    raise RuntimeError(f"{op}: backend {backend!r} has no kernel for this operator in this build")
