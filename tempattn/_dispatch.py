@@ -64,12 +64,16 @@ def _triton_reason():
     return None
 
 
-_REASONS = {"reference": lambda: None, "cpu": _cpu_reason, "triton": _triton_reason, "cuda": _cuda_reason}
+def _unavailable_reason(backend: str):
+    """Why ``backend`` cannot run in this process, or None."""
+    if backend == "reference":
+        return None
+    return {"cpu": _cpu_reason, "triton": _triton_reason, "cuda": _cuda_reason}[backend]()
 
 
 def backends() -> dict:
     """Availability of each backend: ``{name: {"available": bool, "reason": str | None}}``."""
-    return {name: {"available": (r := _REASONS[name]()) is None, "reason": r} for name in BACKENDS}
+    return {name: {"available": (r := _unavailable_reason(name)) is None, "reason": r} for name in BACKENDS}
 
 
 def _device_reason(backend: str, device: torch.device):
@@ -107,7 +111,7 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
             raise ValueError(f"{op}: TEMPATTN_BACKEND must be one of {_CHOICES}, got {backend!r}; hint: unset it")
         if backend == "auto":
             backend = _auto(device)
-    reason = _REASONS[backend]() or _device_reason(backend, device)
+    reason = _unavailable_reason(backend) or _device_reason(backend, device)
     if reason is not None:
         raise RuntimeError(f"{op}: backend {backend!r} cannot run: {reason}")
     return backend

@@ -48,12 +48,12 @@ def check_qkv(op: str, q, k, v) -> None:
             _fail(op, name, f"on q's device {q.device}", t.device, "move q, k and v to one device")
     B, H, Tq, D = q.shape
     if k.shape[:2] != (B, H) or v.shape[:2] != (B, H):
-        _fail(op, "k/v", f"batch and heads (B, H) = {(B, H)} like q",
+        _fail(op, "k/v", f"of batch and heads (B, H) = {(B, H)} like q",
               f"k {tuple(k.shape)}, v {tuple(v.shape)}", "repeat shared KV heads before the call (no GQA broadcasting)")
     if k.shape[3] != D:
-        _fail(op, "k", f"head dim D = {D} like q", k.shape[3], "q and k must share the head dim")
+        _fail(op, "k", f"of head dim D = {D} like q", k.shape[3], "q and k must share the head dim")
     if v.shape[2] != k.shape[2]:
-        _fail(op, "v", f"Tk = {k.shape[2]} keys like k", v.shape[2], "k and v must have the same length")
+        _fail(op, "v", f"of length Tk = {k.shape[2]} like k", v.shape[2], "k and v must have the same length")
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not 1 <= t.shape[3] <= MAX_HEAD_DIM:
             _fail(op, name, f"a head dim in [1, {MAX_HEAD_DIM}]", t.shape[3], "split the head into more heads")
