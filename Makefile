@@ -12,6 +12,7 @@ venv: $(VENV)/.deps-installed
 
 $(VENV)/.deps-installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
 	touch $@
 
