@@ -3,10 +3,10 @@
 Operators: :func:`masked_sdpa`, :func:`relpos_attention`, :func:`decay_attention`;
 layers in :mod:`tempattn.nn`; :func:`backends` reports what can run here.
 """
-from . import testing
+from . import nn, testing
 from ._dispatch import backends
 from .ops import decay_attention, masked_sdpa, relpos_attention
 
 __version__ = "0.1.0"
 
-__all__ = ["masked_sdpa", "relpos_attention", "decay_attention", "backends", "testing", "__version__"]
+__all__ = ["masked_sdpa", "relpos_attention", "decay_attention", "backends", "nn", "testing", "__version__"]

@@ -18,33 +18,18 @@ BACKENDS = ("reference", "cpu", "triton", "cuda")
 _CHOICES = ("auto",) + BACKENDS
 
 
-@functools.lru_cache(maxsize=None)
-def _extension_status():
-    """(loaded, has_cpu_kernels, has_cuda_kernels, reason)."""
+def _probe_extension():
+    """(loaded, has_cpu_kernels, has_cuda_kernels, reason), probed once at import.
+
+    Probing at import keeps dispatch free of imports, so torch.compile traces it.
+    """
     try:
         importlib.import_module("tempattn._C")
     except ImportError as exc:
-        return False, False, False, f"the C++ extension tempattn._C is not built ({exc}); run `pip install -e . --no-build-isolation`"
+        return (False, False, False,
+                f"the C++ extension tempattn._C is not built ({exc}); run `pip install -e . --no-build-isolation`")
     ops = torch.ops.tempattn_C
     return True, hasattr(ops, "masked_sdpa_fwd"), bool(ops.cuda_built()), None
-
-
-def _cpu_reason():
-    loaded, has_cpu, _, reason = _extension_status()
-    if not loaded:
-        return reason
-    return None if has_cpu else "tempattn._C was built without the fused CPU kernels"
-
-
-def _cuda_reason():
-    loaded, _, has_cuda, reason = _extension_status()
-    if not loaded:
-        return reason
-    if not has_cuda:
-        return "tempattn._C was built without CUDA (no nvcc or a CPU-only torch, or TEMPATTN_SKIP_CUDA_BUILD=1)"
-    if not torch.cuda.is_available():
-        return "no CUDA device is visible to torch"
-    return None
 
 
 def _module_exists(name: str) -> bool:
@@ -54,10 +39,33 @@ def _module_exists(name: str) -> bool:
         return False
 
 
+_EXTENSION = _probe_extension()
+_HAS_TRITON = _module_exists("triton")
+_HAS_TRITON_KERNELS = _module_exists("tempattn.kernels.common")
+
+
+def _cpu_reason():
+    loaded, has_cpu, _, reason = _EXTENSION
+    if not loaded:
+        return reason
+    return None if has_cpu else "tempattn._C was built without the fused CPU kernels"
+
+
+def _cuda_reason():
+    loaded, _, has_cuda, reason = _EXTENSION
+    if not loaded:
+        return reason
+    if not has_cuda:
+        return "tempattn._C was built without CUDA (no nvcc or a CPU-only torch, or TEMPATTN_SKIP_CUDA_BUILD=1)"
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible to torch"
+    return None
+
+
 def _triton_reason():
-    if not _module_exists("triton"):
+    if not _HAS_TRITON:
         return "triton is not installed"
-    if not _module_exists("tempattn.kernels.common"):
+    if not _HAS_TRITON_KERNELS:
         return "the Triton kernels (tempattn.kernels) are not part of this build"
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         return "no GPU is visible; Triton runs on CPU tensors only under TRITON_INTERPRET=1"

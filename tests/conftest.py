@@ -1,6 +1,7 @@
 """Shared fixtures: fresh random seeds per test (reported on failure) and the backends to test."""
 import os
 import random
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -8,17 +9,37 @@ import torch
 import tempattn
 
 
-def cpu_tensor_backends():
-    """Backends that can run on CPU tensors here (Triton only under TRITON_INTERPRET=1)."""
+@dataclass(frozen=True)
+class Target:
+    """A (device, backend) pair the suite runs on."""
+    device: str
+    backend: str
+
+    def __str__(self):
+        return f"{self.device}-{self.backend}"
+
+    @property
+    def float64(self) -> bool:
+        return self.backend in ("reference", "cpu")
+
+    @property
+    def bf16_arithmetic(self) -> bool:
+        """bf16 arithmetic is wrong under TRITON_INTERPRET (loads are fine); it is tested on GPU."""
+        return not (self.backend == "triton" and self.device == "cpu")
+
+
+def available_targets():
+    """Every backend that can run here: CPU ones (Triton under TRITON_INTERPRET=1) and, with a GPU, the GPU ones."""
     status = tempattn.backends()
-    names = ["reference", "cpu"]
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        names.append("triton")
-    return [n for n in names if status[n]["available"]]
+    names = ["reference", "cpu"] + (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" else [])
+    targets = [Target("cpu", n) for n in names if status[n]["available"]]
+    if torch.cuda.is_available():
+        targets += [Target("cuda", n) for n in ("triton", "cuda") if status[n]["available"]]
+    return targets
 
 
-BACKENDS = cpu_tensor_backends()
-FLOAT64_BACKENDS = [b for b in BACKENDS if b in ("reference", "cpu")]
+TARGETS = available_targets()
+FLOAT64_TARGETS = [t for t in TARGETS if t.float64]
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +59,10 @@ def pytest_runtest_makereport(item, call):
         seeds = [v for k, v in item.user_properties if k == "torch_seed"]
         if seeds:
             report.sections.append(("seed", f"reproduce with TEMPATTN_TEST_SEED={seeds[0]}"))
+
+
+@pytest.fixture(autouse=True)
+def default_device_restored():
+    """Tests may set torch's default device to their target's; put it back afterwards."""
+    yield
+    torch.set_default_device(None)

@@ -54,7 +54,7 @@ def _padding(case: Case) -> torch.Tensor:
     return pad
 
 
-def make_inputs(case: Case, dtype=torch.float64, requires_grad=True) -> dict:
+def make_inputs(case: Case, dtype=torch.float64, requires_grad=True, device="cpu") -> dict:
     B, H, Tq, Tk = case.B, case.H, case.Tq, case.Tk
     x = {
         "q": torch.randn(B, H, Tq, case.D, dtype=dtype),
@@ -70,9 +70,6 @@ def make_inputs(case: Case, dtype=torch.float64, requires_grad=True) -> dict:
     if case.op == "decay_attention":
         x["log_gamma"] = torch.log(torch.empty(H, case.S, dtype=param_dtype).uniform_(0.5, 0.99))
         x["alpha_logits"] = torch.randn(H, case.S, dtype=param_dtype)
-    for name in DIFFERENTIABLE[case.op]:
-        if name in x and requires_grad:
-            x[name].requires_grad_(True)
     if case.times:
         gaps = torch.rand(B, Tk, dtype=param_dtype) * 3
         gaps[gaps < 0.8] = 0.0  # repeated timestamps
@@ -80,6 +77,10 @@ def make_inputs(case: Case, dtype=torch.float64, requires_grad=True) -> dict:
     if case.mask != "none":
         pad = _padding(case)
         x["key_padding_mask" if case.mask != "valid" else "key_valid_mask"] = pad if case.mask != "valid" else ~pad
+    x = {n: t.to(device) for n, t in x.items()}
+    for name in DIFFERENTIABLE[case.op]:
+        if name in x and requires_grad:
+            x[name].requires_grad_(True)
     return x
 
 
@@ -136,9 +137,15 @@ def gradients(case: Case, x: dict, loss: torch.Tensor) -> dict:
     return dict(zip(names, grads))
 
 
-def detached_copy(x: dict) -> dict:
-    return {n: (t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t)
-            for n, t in x.items()}
+def cpu_copy(x: dict, dtype=None) -> dict:
+    """Fresh CPU leaves (float ones cast to ``dtype`` if given), keeping requires_grad."""
+    return {n: _leaf(t, dtype) for n, t in x.items()}
+
+
+def _leaf(t: torch.Tensor, dtype) -> torch.Tensor:
+    copy = t.detach().cpu()
+    copy = copy.to(dtype) if dtype is not None and copy.is_floating_point() else copy.clone()
+    return copy.requires_grad_(t.requires_grad)
 
 
 def scale_of(case: Case) -> float:

@@ -6,15 +6,17 @@ import tempattn
 from tempattn.ops.decay_attention.op import decay_attention_fwd
 from tempattn.ops.masked_sdpa.op import masked_sdpa_fwd
 from tempattn.ops.relpos_attention.op import relpos_attention_fwd
-from tests.conftest import BACKENDS
+from tests.conftest import TARGETS
 from tests.ops.cases import Case, call, make_inputs
 
 OPS = ["masked_sdpa", "relpos_attention", "decay_attention"]
 
 
-def _sample_args(op, backend, with_optionals):
+def _sample_args(op, target, with_optionals):
     """Positional arguments of the forward custom op for a small random case."""
     B, H, T, D = 2, 2, 7, 8
+    backend = target.backend
+    torch.set_default_device(target.device)
     q, k, v = (torch.randn(B, H, T, D, dtype=torch.float32, requires_grad=True) for _ in range(3))
     valid = torch.rand(B, T) > 0.3 if with_optionals else None
     key_bias = torch.randn(B, H, T, requires_grad=True) if with_optionals else None
@@ -29,11 +31,14 @@ def _sample_args(op, backend, with_optionals):
     return decay_attention_fwd, (q, k, v, lg, al, times, valid, key_bias, -1, 1e-8, 0.0, 0, 0.35, backend)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", TARGETS, ids=str)
 @pytest.mark.parametrize("with_optionals", [False, True])
 @pytest.mark.parametrize("op", OPS)
-def test_opcheck(op, with_optionals, backend):
-    fwd, args = _sample_args(op, backend, with_optionals)
+def test_opcheck(op, with_optionals, target):
+    try:
+        fwd, args = _sample_args(op, target, with_optionals)
+    finally:
+        torch.set_default_device("cpu")
     torch.library.opcheck(fwd, args)
 
 
@@ -42,15 +47,15 @@ def _case(op):
                 mask="padding", key_bias="2d")
 
 
+@pytest.mark.parametrize("target", TARGETS, ids=str)
 @pytest.mark.parametrize("compiler", ["aot_eager", "inductor"])
 @pytest.mark.parametrize("op", OPS)
-def test_torch_compile_fullgraph_forward_and_backward(op, compiler):
+def test_torch_compile_fullgraph_forward_and_backward(op, compiler, target):
     case = _case(op)
-    x = make_inputs(case, torch.float32)
-    backend = BACKENDS[-1]
+    x = make_inputs(case, torch.float32, device=target.device)
 
     def loss(inputs):
-        out, lse = call(case, inputs, backend)
+        out, lse = call(case, inputs, target.backend)
         return out.square().sum() + torch.where(torch.isfinite(lse), lse, 0.0).sum()
 
     torch._dynamo.reset()

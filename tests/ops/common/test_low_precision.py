@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from tests.conftest import BACKENDS
-from tests.ops.cases import Case, call, detached_copy, gradients, loss_weights, make_inputs, oracle, scalar_loss
+from tests.conftest import TARGETS
+from tests.ops.cases import Case, call, cpu_copy, gradients, loss_weights, make_inputs, oracle, scalar_loss
 
 CASES = [Case("masked_sdpa", Tq=40, Tk=40, D=40, Dv=40, mask="padding", key_bias="2d"),
          Case("relpos_attention", Tq=40, Tk=40, D=40, Dv=40, window=7, key_bias="3d"),
@@ -11,24 +11,24 @@ CASES = [Case("masked_sdpa", Tq=40, Tk=40, D=40, Dv=40, mask="padding", key_bias
 
 
 def _max_error(a, b):
-    return (a.double() - b.double()).abs().max().item()
+    return (a.double().cpu() - b.double().cpu()).abs().max().item()
 
 
 def _run(case, x, compute):
-    """(out, lse, grads) of the oracle evaluated in ``compute`` precision."""
-    y = detached_copy(x)
+    """(out, lse, leaves) of the oracle evaluated in ``compute`` precision, on CPU."""
+    y = cpu_copy(x)
     out, lse = oracle(case, y, compute_dtype=compute)
     return out, lse, y
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("target", TARGETS, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=str)
-def test_low_precision_error_is_bounded_by_same_precision_pytorch(case, dtype, backend):
-    if backend == "triton" and dtype == torch.bfloat16:
+def test_low_precision_error_is_bounded_by_same_precision_pytorch(case, dtype, target):
+    if dtype == torch.bfloat16 and not target.bf16_arithmetic:
         pytest.skip("bf16 arithmetic is wrong under TRITON_INTERPRET; tested on GPU")
-    x = make_inputs(case, dtype)
-    out, lse = call(case, x, backend)
+    x = make_inputs(case, dtype, device=target.device)
+    out, lse = call(case, x, target.backend)
     exact_out, exact_lse, exact_x = _run(case, x, torch.float64)
     base_out, base_lse, base_x = _run(case, x, dtype)
     w_out, w_lse = loss_weights(out, lse)

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 import tempattn
-from tests.conftest import BACKENDS
+from tests.conftest import TARGETS
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_one_scale_without_eps_is_alibi(backend):
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_one_scale_without_eps_is_alibi(target):
+    torch.set_default_device(target.device)
+    backend = target.backend
     q, k, v = (torch.randn(1, 2, 12, 8) for _ in range(3))
     slopes = torch.tensor([[-0.5], [-0.125]])
     out = tempattn.decay_attention(q, k, v, slopes, torch.zeros(2, 1), eps=0.0, backend=backend)
@@ -20,8 +22,10 @@ def test_one_scale_without_eps_is_alibi(backend):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_times_are_shift_invariant_even_for_epoch_seconds(backend):
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_times_are_shift_invariant_even_for_epoch_seconds(target):
+    torch.set_default_device(target.device)
+    backend = target.backend
     q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
     lg, al = torch.log(torch.tensor([[0.9, 0.5], [0.99, 0.7]])), torch.randn(2, 2)
     times = torch.cumsum(torch.rand(2, 10, dtype=torch.float64) * 5, 1)
@@ -30,8 +34,10 @@ def test_times_are_shift_invariant_even_for_epoch_seconds(backend):
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_unit_spaced_times_equal_positions(backend):
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+def test_unit_spaced_times_equal_positions(target):
+    torch.set_default_device(target.device)
+    backend = target.backend
     q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
     lg, al = torch.log(torch.tensor([[0.9, 0.5], [0.99, 0.7]])), torch.randn(2, 2)
     by_position = tempattn.decay_attention(q, k, v, lg, al, backend=backend)
