@@ -73,3 +73,14 @@ def test_public_functions_are_exported():
     for name in OPS + ["backends"]:
         assert callable(getattr(tempattn, name))
     assert callable(tempattn.testing.dropout_keep_mask)
+
+
+def test_compiled_dropout_draws_a_fresh_seed_per_call_from_torch_generator():
+    q = torch.randn(1, 2, 8, 8)
+    compiled = torch.compile(lambda t: tempattn.masked_sdpa(t, t, t, dropout_p=0.5, backend="reference"),
+                             fullgraph=True, backend="aot_eager")
+    assert not torch.equal(compiled(q), compiled(q))
+    torch.manual_seed(3)
+    first = compiled(q)
+    torch.manual_seed(3)
+    assert torch.equal(first, compiled(q))
