@@ -20,10 +20,12 @@ CASES = [
     Case(R, window=0, mask="padding"),
     Case(R, Tq=63, Tk=63, D=40, Dv=40, window=70, mask="padding", key_bias="2d"),
     Case(R, Tq=7, Tk=12, window=None, R=4, key_bias="3d", mask="empty_sequence"),
+    Case(R, Tq=63, Tk=63, D=24, Dv=24, window=5, mask="padding"),  # many tiles: window skipping
     Case(DK),
     Case(DK, Tq=20, Tk=20, window=4, times=True, mask="padding"),
     Case(DK, Tq=63, Tk=63, D=40, Dv=40, eps=0.0, key_bias="3d"),
     Case(DK, Tq=5, Tk=13, S=1, times=True, mask="empty_sequence", key_bias="2d"),
+    Case(DK, Tq=40, Tk=63, D=24, Dv=24, window=7, times=True, key_bias="2d"),  # window skipping, Tq < Tk
 ]
 
 DROPOUT_CASES = [Case(M, Tq=11, Tk=11, dropout_p=0.3, mask="padding"),
