@@ -7,6 +7,7 @@ Environment flags (all listed in the README):
 """
 import glob
 import os
+import platform
 
 from setuptools import find_packages, setup
 
@@ -35,8 +36,25 @@ def _cuda_arch_flags():
     return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a.strip()]
 
 
+def _cpu_vector_flags():
+    """at::vec ISA flags for the CPU kernels: the widest of AVX-512 / AVX2 the x86-64 build machine has."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return []
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"} <= flags:
+        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mfma", "-mf16c",
+                "-DCPU_CAPABILITY_AVX512", "-DCPU_CAPABILITY=AVX512"]
+    if {"avx2", "fma", "f16c"} <= flags:
+        return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY_AVX2", "-DCPU_CAPABILITY=AVX2"]
+    return []
+
+
 def _extension():
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx = ["-O3", "-std=c++17", "-fopenmp"] + _cpu_vector_flags()
     sources = _sources("*.cpp") + _sources("cpu/**/*.cpp")
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not _build_cuda():

@@ -86,7 +86,10 @@ T exp_shifted_sum(T* x, int64_t n, T shift) {
     e.store(x + c);
     vsum = vsum + e;
   }
-  T sum = at::vec::vec_reduce_all<T>([](Vec& a, Vec& b) { return a + b; }, vsum);
+  T lanes[W];
+  vsum.store(lanes);
+  T sum = 0;
+  for (int64_t l = 0; l < W; ++l) sum += lanes[l];
   for (; c < n; ++c) {
     x[c] = std::exp(x[c] - shift);
     sum += x[c];
@@ -96,9 +99,28 @@ T exp_shifted_sum(T* x, int64_t n, T shift) {
 
 template <typename T>
 T row_max(const T* x, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  constexpr int64_t W = Vec::size();
+  int64_t c = 0;
   T m = neg_inf<T>();
-  for (int64_t c = 0; c < n; ++c) m = std::max(m, x[c]);
+  if (n >= W) {
+    Vec vmax = Vec::loadu(x);
+    for (c = W; c + W <= n; c += W) vmax = at::vec::maximum(vmax, Vec::loadu(x + c));
+    T lanes[W];
+    vmax.store(lanes);
+    for (int64_t l = 0; l < W; ++l) m = std::max(m, lanes[l]);
+  }
+  for (; c < n; ++c) m = std::max(m, x[c]);
   return m;
+}
+
+// dst[c] += src[c] for c < n.
+template <typename T>
+void add_row(T* dst, const T* src, int64_t n) {
+  using Vec = at::vec::Vectorized<T>;
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) (Vec::loadu(dst + c) + Vec::loadu(src + c)).store(dst + c);
+  for (; c < n; ++c) dst[c] += src[c];
 }
 
 template <typename T>
@@ -120,12 +142,17 @@ void load_rows(RowFn src_row, int64_t rows, int64_t n, acc_t* dst, int64_t ld) {
   }
 }
 
-// dst[c][r] = src row r, column c: a transposed pack (rows along the contiguous axis).
+// dst[c][r] = src row r, column c: a transposed pack (rows along the contiguous axis), done in
+// bands of rows so that the writes run along dst's rows.
 template <typename scalar_t, typename acc_t, typename RowFn>
 void load_rows_transposed(RowFn src_row, int64_t rows, int64_t n, acc_t* dst, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const scalar_t* src = src_row(r);
-    for (int64_t c = 0; c < n; ++c) dst[c * ld + r] = static_cast<acc_t>(src[c]);
+  constexpr int64_t kBand = 16;
+  const scalar_t* src[kBand];
+  for (int64_t r0 = 0; r0 < rows; r0 += kBand) {
+    const int64_t band = std::min(kBand, rows - r0);
+    for (int64_t r = 0; r < band; ++r) src[r] = src_row(r0 + r);
+    for (int64_t c = 0; c < n; ++c)
+      for (int64_t r = 0; r < band; ++r) dst[c * ld + r0 + r] = static_cast<acc_t>(src[r][c]);
   }
 }
 

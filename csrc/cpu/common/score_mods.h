@@ -1,0 +1,53 @@
+// Score modifiers plugged into the attention core. A modifier provides
+//   void add_bias(b, h, p, j0, n, acc_t* s) const       s[c] += m(b, h, p, j0 + c) for c < n
+//   int64_t grad_size() const                           length of one (b, h) gradient partial
+//   void accumulate_grad(b, h, p, j0, n, const acc_t* ds, acc_t* partial) const
+//                                                       folds dS of those scores into the partial
+// The core only calls them on keys admissible by index (0 <= p - j for causal operators).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "cpu/common/vec_utils.h"
+
+namespace tempattn::cpu {
+
+// Plain attention: no modifier, no parameter gradient.
+struct NoMod {
+  template <typename acc_t>
+  void add_bias(int64_t, int64_t, int64_t, int64_t, int64_t, acc_t*) const {}
+  int64_t grad_size() const { return 0; }
+  template <typename acc_t>
+  void accumulate_grad(int64_t, int64_t, int64_t, int64_t, int64_t, const acc_t*, acc_t*) const {}
+};
+
+// A modifier that depends on the head and the offset Delta = p - j only, m = m_h(Delta), for
+// Delta in [0, length). It is stored reversed, slot(Delta) = length - 1 - Delta, so a row of keys
+// reads it forwards (vectorised). Its gradient partial per (b, h) is the sum of dS per offset,
+// (length) in the same reversed order, from which the operator derives its parameter gradients.
+template <typename acc_t>
+struct OffsetTableMod {
+  std::vector<acc_t> reversed;  // (H, length)
+  int64_t length;
+
+  static int64_t slot(int64_t length, int64_t delta) { return length - 1 - delta; }
+
+  // table(h, Delta) gives m_h(Delta).
+  template <typename TableFn>
+  static OffsetTableMod build(int64_t H, int64_t length, const TableFn& table) {
+    OffsetTableMod mod{std::vector<acc_t>(H * length), length};
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t d = 0; d < length; ++d) mod.reversed[h * length + slot(length, d)] = table(h, d);
+    return mod;
+  }
+
+  void add_bias(int64_t, int64_t h, int64_t p, int64_t j0, int64_t n, acc_t* s) const {
+    add_row(s, reversed.data() + h * length + slot(length, p - j0), n);
+  }
+  int64_t grad_size() const { return length; }
+  void accumulate_grad(int64_t, int64_t, int64_t p, int64_t j0, int64_t n, const acc_t* ds, acc_t* partial) const {
+    add_row(partial + slot(length, p - j0), ds, n);
+  }
+};
+
+}  // namespace tempattn::cpu

@@ -1,0 +1,232 @@
+// decay_attention on the CPU: the tiled attention core with a learned mixture of exponential
+// decays, m = log(sum_s a_hs * gamma_hs^Delta + eps). With position offsets the modifier is
+// tabulated per (h, Delta) (an OffsetTableMod, O(H * Tk)); with timestamps it is evaluated per
+// score (TimesDecayMod).
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "cpu/common/attention_launch.h"
+#include "cpu/common/score_mods.h"
+
+namespace tempattn::cpu {
+namespace {
+
+// The per-head mixture: log a_hs = log_softmax(alpha_logits[h]), log_gamma (H, S), log eps.
+template <typename acc_t>
+class DecayMixture {
+ public:
+  DecayMixture(const at::Tensor& log_gamma, const at::Tensor& alpha_logits, double eps)
+      : H_(log_gamma.size(0)), S_(log_gamma.size(1)), log_gamma_(log_gamma.const_data_ptr<acc_t>(),
+                                                                  log_gamma.const_data_ptr<acc_t>() + H_ * S_),
+        log_a_(H_ * S_), log_eps_(eps > 0 ? static_cast<acc_t>(std::log(eps)) : neg_inf<acc_t>()) {
+    const acc_t* logits = alpha_logits.const_data_ptr<acc_t>();
+    for (int64_t h = 0; h < H_; ++h) {
+      const acc_t* row = logits + h * S_;
+      const acc_t top = *std::max_element(row, row + S_);
+      acc_t sum = 0;
+      for (int64_t s = 0; s < S_; ++s) sum += std::exp(row[s] - top);
+      for (int64_t s = 0; s < S_; ++s) log_a_[h * S_ + s] = row[s] - top - std::log(sum);
+    }
+  }
+
+  int64_t heads() const { return H_; }
+  int64_t scales() const { return S_; }
+  acc_t weight(int64_t h, int64_t s) const { return std::exp(log_a_[h * S_ + s]); }
+
+  // m(h, Delta) = logaddexp(logsumexp_s(log a_hs + log_gamma_hs * Delta), log eps).
+  acc_t log_mix(int64_t h, acc_t delta) const {
+    acc_t top = log_eps_;
+    for (int64_t s = 0; s < S_; ++s) top = std::max(top, term(h, s, delta));
+    acc_t sum = log_eps_ == neg_inf<acc_t>() ? acc_t(0) : std::exp(log_eps_ - top);
+    for (int64_t s = 0; s < S_; ++s) sum += std::exp(term(h, s, delta) - top);
+    return top + std::log(sum);
+  }
+
+  // r_s = a_hs * gamma_hs^Delta / exp(m) = d m / d log a_hs; r_s * Delta = d m / d log_gamma_hs.
+  acc_t responsibility(int64_t h, int64_t s, acc_t delta, acc_t m) const { return std::exp(term(h, s, delta) - m); }
+
+ private:
+  acc_t term(int64_t h, int64_t s, acc_t delta) const { return log_a_[h * S_ + s] + log_gamma_[h * S_ + s] * delta; }
+
+  int64_t H_, S_;
+  std::vector<acc_t> log_gamma_, log_a_;
+  acc_t log_eps_;
+};
+
+// Delta = times[b, p] - times[b, j] clamped at 0, the mixture evaluated per score. Its gradient
+// partial per (b, h) is (2, S): sum dS * r_s, then sum dS * r_s * Delta.
+template <typename acc_t>
+struct TimesDecayMod {
+  DecayMixture<acc_t> mix;
+  const acc_t* times;  // (B, Tk)
+  int64_t Tk;
+
+  acc_t offset(int64_t b, int64_t p, int64_t j) const {
+    return std::max(times[b * Tk + p] - times[b * Tk + j], acc_t(0));
+  }
+  void add_bias(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, acc_t* s) const {
+    for (int64_t c = 0; c < n; ++c) s[c] += mix.log_mix(h, offset(b, p, j0 + c));
+  }
+  int64_t grad_size() const { return 2 * mix.scales(); }
+  void accumulate_grad(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, const acc_t* ds,
+                       acc_t* partial) const {
+    const int64_t S = mix.scales();
+    for (int64_t c = 0; c < n; ++c) {
+      if (ds[c] == acc_t(0)) continue;
+      const acc_t delta = offset(b, p, j0 + c), m = mix.log_mix(h, delta);
+      for (int64_t s = 0; s < S; ++s) {
+        const acc_t weighted = ds[c] * mix.responsibility(h, s, delta, m);
+        partial[s] += weighted;
+        partial[S + s] += weighted * delta;
+      }
+    }
+  }
+};
+
+struct DecayConfig {
+  const at::Tensor& log_gamma;
+  const at::Tensor& alpha_logits;
+  const std::optional<at::Tensor>& times;
+  double eps;
+  int64_t Tk;
+};
+
+template <typename acc_t>
+OffsetTableMod<acc_t> position_decay_mod(const DecayMixture<acc_t>& mix, int64_t Tk) {
+  return OffsetTableMod<acc_t>::build(mix.heads(), Tk,
+                                      [&](int64_t h, int64_t d) { return mix.log_mix(h, static_cast<acc_t>(d)); });
+}
+
+// Returns run(make_mod), make_mod(AccTag<acc_t>{}) building this configuration's modifier.
+template <typename Run>
+auto with_decay_mod_maker(const DecayConfig& cfg, const Run& run) {
+  if (cfg.times) {
+    return run([&cfg](auto tag) {
+      using acc_t = typename decltype(tag)::type;
+      return TimesDecayMod<acc_t>{DecayMixture<acc_t>(cfg.log_gamma, cfg.alpha_logits, cfg.eps),
+                                  cfg.times->const_data_ptr<acc_t>(), cfg.Tk};
+    });
+  }
+  return run([&cfg](auto tag) {
+    using acc_t = typename decltype(tag)::type;
+    return position_decay_mod(DecayMixture<acc_t>(cfg.log_gamma, cfg.alpha_logits, cfg.eps), cfg.Tk);
+  });
+}
+
+// (sum dS * r_s, sum dS * r_s * Delta) per (h, s), summed over b in order, from the partials:
+// (B, H, Tk) per-offset dS sums in position mode, (B, H, 2, S) in timestamp mode.
+template <typename acc_t>
+void mixture_sums(const DecayConfig& cfg, const DecayMixture<acc_t>& mix, const at::Tensor& partials, acc_t* sum_r,
+                  acc_t* sum_r_delta) {
+  const int64_t B = partials.size(0), H = mix.heads(), S = mix.scales(), L = partials.size(2);
+  const acc_t* part = partials.const_data_ptr<acc_t>();
+  std::fill(sum_r, sum_r + H * S, acc_t(0));
+  std::fill(sum_r_delta, sum_r_delta + H * S, acc_t(0));
+  for (int64_t h = 0; h < H; ++h) {
+    if (cfg.times) {
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t s = 0; s < S; ++s) {
+          sum_r[h * S + s] += part[(b * H + h) * L + s];
+          sum_r_delta[h * S + s] += part[(b * H + h) * L + S + s];
+        }
+      continue;
+    }
+    for (int64_t d = 0; d < L; ++d) {
+      acc_t ds = 0;
+      for (int64_t b = 0; b < B; ++b) ds += part[(b * H + h) * L + OffsetTableMod<acc_t>::slot(L, d)];
+      const acc_t delta = static_cast<acc_t>(d), m = mix.log_mix(h, delta);
+      for (int64_t s = 0; s < S; ++s) {
+        const acc_t weighted = ds * mix.responsibility(h, s, delta, m);
+        sum_r[h * S + s] += weighted;
+        sum_r_delta[h * S + s] += weighted * delta;
+      }
+    }
+  }
+}
+
+// [dlog_gamma, dalpha_logits]: dlog_gamma = sum dS r Delta; dalpha_hs = A_hs - a_hs * sum_s' A_hs'.
+std::vector<at::Tensor> decay_param_grads(const DecayConfig& cfg, const at::Tensor& partials) {
+  at::Tensor dlog_gamma = at::empty(cfg.log_gamma.sizes(), cfg.log_gamma.options());
+  at::Tensor dalpha = at::empty(cfg.alpha_logits.sizes(), cfg.alpha_logits.options());
+  AT_DISPATCH_FLOATING_TYPES(cfg.log_gamma.scalar_type(), "decay_param_grads", [&] {
+    const DecayMixture<scalar_t> mix(cfg.log_gamma, cfg.alpha_logits, cfg.eps);
+    const int64_t H = mix.heads(), S = mix.scales();
+    std::vector<scalar_t> sum_r(H * S);
+    mixture_sums(cfg, mix, partials, sum_r.data(), dlog_gamma.mutable_data_ptr<scalar_t>());
+    scalar_t* da = dalpha.mutable_data_ptr<scalar_t>();
+    for (int64_t h = 0; h < H; ++h) {
+      scalar_t total = 0;
+      for (int64_t s = 0; s < S; ++s) total += sum_r[h * S + s];
+      for (int64_t s = 0; s < S; ++s) da[h * S + s] = sum_r[h * S + s] - mix.weight(h, s) * total;
+    }
+  });
+  return {dlog_gamma, dalpha};
+}
+
+AttentionCall decay_call(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const DecayConfig& cfg, const std::optional<at::Tensor>& key_valid,
+                         const std::optional<at::Tensor>& key_bias, int64_t window, double dropout_p, int64_t seed,
+                         double scale) {
+  check_qkv(op, q, k, v);
+  check_key_args(op, q, k, key_valid, key_bias);
+  check_causal_lengths(op, q, k);
+  check_dropout(op, dropout_p);
+  TORCH_CHECK(window >= -1, op, ": `window` must be >= 0, or -1 for none, got ", window);
+  TORCH_CHECK(cfg.eps >= 0 && std::isfinite(cfg.eps), op, ": `eps` must be a finite float >= 0, got ", cfg.eps);
+  const at::ScalarType acc = accumulate_dtype(q.scalar_type());
+  TORCH_CHECK(cfg.log_gamma.dim() == 2 && cfg.log_gamma.size(1) >= 1, op,
+              ": `log_gamma` must be (H, S) with S >= 1, got shape ", cfg.log_gamma.sizes());
+  check_exact(op, "log_gamma", cfg.log_gamma, {q.size(1), cfg.log_gamma.size(1)}, acc);
+  check_exact(op, "alpha_logits", cfg.alpha_logits, cfg.log_gamma.sizes(), acc);
+  check_optional(op, "times", cfg.times, {q.size(0), k.size(2)}, acc);
+  return {q, k, v, key_valid, key_bias, /*causal=*/true, window, dropout_p, seed, scale};
+}
+
+std::tuple<at::Tensor, at::Tensor> decay_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
+                                                       const std::optional<at::Tensor>& times,
+                                                       const std::optional<at::Tensor>& key_valid,
+                                                       const std::optional<at::Tensor>& key_bias, int64_t window,
+                                                       double eps, double dropout_p, int64_t seed, double scale) {
+  const DecayConfig cfg{log_gamma, alpha_logits, times, eps, k.size(2)};
+  const AttentionCall call =
+      decay_call("decay_attention_fwd", q, k, v, cfg, key_valid, key_bias, window, dropout_p, seed, scale);
+  return with_decay_mod_maker(cfg, [&](const auto& make_mod) { return run_forward(call, make_mod); });
+}
+
+// [dq, dk, dv, dlog_gamma, dalpha_logits] + [dkey_bias] when key_bias is given.
+std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+                                            const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
+                                            const std::optional<at::Tensor>& times,
+                                            const std::optional<at::Tensor>& key_valid,
+                                            const std::optional<at::Tensor>& key_bias, int64_t window, double eps,
+                                            double dropout_p, int64_t seed, double scale) {
+  const char* op = "decay_attention_bwd";
+  const DecayConfig cfg{log_gamma, alpha_logits, times, eps, k.size(2)};
+  const AttentionCall call = decay_call(op, q, k, v, cfg, key_valid, key_bias, window, dropout_p, seed, scale);
+  check_backward_args(op, grad_out, delta, lse, q, v);
+  const BackwardResult r = with_decay_mod_maker(
+      cfg, [&](const auto& make_mod) { return run_backward(call, grad_out, delta, lse, make_mod); });
+  return r.with(decay_param_grads(cfg, r.mod_partials));
+}
+
+}  // namespace
+}  // namespace tempattn::cpu
+
+TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
+  m.def(
+      "decay_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor log_gamma, Tensor alpha_logits, Tensor? times, "
+      "Tensor? key_valid, Tensor? key_bias, int window, float eps, float dropout_p, int seed, float scale) "
+      "-> (Tensor, Tensor)");
+  m.def(
+      "decay_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
+      "Tensor log_gamma, Tensor alpha_logits, Tensor? times, Tensor? key_valid, Tensor? key_bias, int window, "
+      "float eps, float dropout_p, int seed, float scale) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(tempattn_C, CPU, m) {
+  m.impl("decay_attention_fwd", &tempattn::cpu::decay_attention_fwd);
+  m.impl("decay_attention_bwd", &tempattn::cpu::decay_attention_bwd);
+}
