@@ -104,8 +104,14 @@ def key_valid(x: dict) -> Optional[torch.Tensor]:
 
 
 def oracle(case: Case, x: dict, seed: int = 0, compute_dtype=torch.float64):
-    """The independent dense formula on the same inputs (float64 unless told otherwise)."""
-    cast = {n: (t.to(compute_dtype) if t.is_floating_point() else t) for n, t in x.items()}
+    """The independent dense formula on the same inputs (float64 unless told otherwise).
+
+    ``compute_dtype`` sets the precision of q, k, v and the attention arithmetic; score
+    parameters and times stay in float32 (float64 for float64), as the operators keep them.
+    """
+    param_dtype = torch.float64 if compute_dtype == torch.float64 else torch.float32  # as the package keeps them
+    cast = {n: (t.to(compute_dtype if n in ("q", "k", "v") else param_dtype) if t.is_floating_point() else t)
+            for n, t in x.items()}
     causal = case.causal if case.op == "masked_sdpa" else True
     allowed = dense.allowed_table(case.Tq, case.Tk, causal, case.window)
     bias = None
