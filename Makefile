@@ -21,6 +21,7 @@ build: venv
 
 test: build
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest benchmarks --benchmark-disable -q
 	TRITON_INTERPRET=1 $(PY) -m pytest tests/ops -k triton $(PYTEST_ARGS)
 
 bench: build
