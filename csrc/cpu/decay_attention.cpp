@@ -43,11 +43,24 @@ class DecayMixture {
     return top + std::log(sum);
   }
 
+  // log_mix of a vector of offsets.
+  at::vec::Vectorized<acc_t> log_mix(int64_t h, const at::vec::Vectorized<acc_t>& delta) const {
+    using Vec = at::vec::Vectorized<acc_t>;
+    Vec top(log_eps_);
+    for (int64_t s = 0; s < S_; ++s) top = at::vec::maximum(top, term(h, s, delta));
+    Vec sum = (Vec(log_eps_) - top).exp();
+    for (int64_t s = 0; s < S_; ++s) sum = sum + (term(h, s, delta) - top).exp();
+    return top + sum.log();
+  }
+
   // r_s = a_hs * gamma_hs^Delta / exp(m) = d m / d log a_hs; r_s * Delta = d m / d log_gamma_hs.
   acc_t responsibility(int64_t h, int64_t s, acc_t delta, acc_t m) const { return std::exp(term(h, s, delta) - m); }
 
  private:
-  acc_t term(int64_t h, int64_t s, acc_t delta) const { return log_a_[h * S_ + s] + log_gamma_[h * S_ + s] * delta; }
+  template <typename T>
+  T term(int64_t h, int64_t s, const T& delta) const {
+    return T(log_a_[h * S_ + s]) + T(log_gamma_[h * S_ + s]) * delta;
+  }
 
   int64_t H_, S_;
   std::vector<acc_t> log_gamma_, log_a_;
@@ -66,7 +79,15 @@ struct TimesDecayMod {
     return std::max(times[b * Tk + p] - times[b * Tk + j], acc_t(0));
   }
   void add_bias(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, acc_t* s) const {
-    for (int64_t c = 0; c < n; ++c) s[c] += mix.log_mix(h, offset(b, p, j0 + c));
+    using Vec = at::vec::Vectorized<acc_t>;
+    const acc_t* row = times + b * Tk;
+    const Vec now(row[p]);
+    int64_t c = 0;
+    for (; c + Vec::size() <= n; c += Vec::size()) {
+      const Vec delta = at::vec::maximum(now - Vec::loadu(row + j0 + c), Vec(acc_t(0)));
+      (Vec::loadu(s + c) + mix.log_mix(h, delta)).store(s + c);
+    }
+    for (; c < n; ++c) s[c] += mix.log_mix(h, offset(b, p, j0 + c));
   }
   int64_t grad_size() const { return 2 * mix.scales(); }
   void accumulate_grad(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, const acc_t* ds,

@@ -1,16 +1,22 @@
 // The tiled online-softmax attention core (FlashAttention-2 on the CPU), shared by the three
 // operators and specialised by a score modifier `Mod` (see score_mods.h for the concept).
 //
-// Forward: one task per (b, h, query tile of block_m rows); key blocks of kBlockN columns that
-// lie outside the causal / window band, or hold only padding, are skipped. Only out and the row
-// log-sum-exp are written. Backward: one task per (b, h), walking the query tiles in order and
-// recomputing P tile by tile from the saved lse; dK, dV, d key_bias and the modifier's gradient
-// partial of that (b, h) are accumulated by that task alone, so every reduction runs in a fixed
-// order whatever the thread count (no atomics). No buffer grows with Tq * Tk.
+// Forward: one task per (b, h, query tile of tile_m rows), run in score blocks of block_m rows by
+// block_n keys; blocks outside the causal / window band, or holding only padding, are skipped.
+// Unbanded geometries pack every head's keys and values once up front; in a band (causal with a
+// window) each task packs just the keys its rows can see. Only out and the row log-sum-exp are
+// written. Backward: one task per (b, h, key chunk), a partition that depends on the shape only
+// (KeyChunks). A task walks the query tiles that see its keys in order, recomputing P from the
+// saved lse; it owns dK, dV and d key_bias of its keys and writes its own dQ and modifier
+// partials, which are then summed in chunk order. So every reduction runs in a fixed order
+// whatever the thread count (no atomics on floats). No buffer grows with Tq * Tk.
 #pragma once
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/common/philox.h"
@@ -18,7 +24,6 @@
 
 namespace tempattn::cpu {
 
-constexpr int64_t kBlockN = 64;
 
 // A (B, H, T, X) tensor read row by row; the last dim has stride 1, the others are free.
 template <typename T>
@@ -38,8 +43,20 @@ struct AttentionGeometry {
   // Inclusive band of keys admissible by index for a query at position p.
   int64_t first_key(int64_t p) const { return causal && window >= 0 ? std::max<int64_t>(0, p - window) : 0; }
   int64_t last_key(int64_t p) const { return causal ? std::min(p, Tk - 1) : Tk - 1; }
-  // Narrow bands waste less of each tile with shorter query tiles.
-  int64_t block_m() const { return causal && window >= 0 && window <= 128 ? 16 : 64; }
+  // Causal with a window: each query row sees at most window + 1 keys.
+  bool banded() const { return causal && window >= 0; }
+  // Query rows per score block: narrow bands waste less of each block with fewer rows.
+  int64_t block_m() const { return banded() && window <= 128 ? 16 : 64; }
+  // Key columns per score block (a multiple of the vector width vec): in a band, the whole span
+  // of one block's rows, up to 256.
+  int64_t block_n(int64_t vec) const {
+    return banded() ? std::min<int64_t>((block_m() + window + vec - 1) / vec * vec, 256) : 64;
+  }
+  // Query rows per forward task; in a band, one pack of keys and values serves them all, so
+  // longer tiles pack each key fewer times.
+  int64_t tile_m() const { return banded() ? 256 : 64; }
+  // Keys one forward task reads in a band.
+  int64_t tile_span() const { return std::min(tile_m() + window, Tk); }
 };
 
 template <typename scalar_t, typename acc_t>
@@ -87,16 +104,16 @@ class KeyValidity {
   std::vector<int64_t> prefix_;
 };
 
-// Runs run_task(t, scratch) for t in [0, n_tasks), dealt round-robin to the workers (so the
-// unequal causal tiles balance), with one scratch from make_scratch() per worker.
+// Runs run_task(t, scratch) for t in [0, n_tasks), each worker claiming the next task in order
+// (so unequal tiles balance), with one scratch from make_scratch() per worker. Every task writes
+// its own outputs, so the results do not depend on which worker ran it.
 template <typename MakeScratch, typename RunTask>
-void parallel_round_robin(int64_t n_tasks, const MakeScratch& make_scratch, const RunTask& run_task) {
+void parallel_tasks(int64_t n_tasks, const MakeScratch& make_scratch, const RunTask& run_task) {
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_tasks));
-  at::parallel_for(0, workers, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) {
-      auto scratch = make_scratch();
-      for (int64_t t = w; t < n_tasks; t += workers) run_task(t, scratch);
-    }
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    auto scratch = make_scratch();
+    for (int64_t t = next++; t < n_tasks; t = next++) run_task(t, scratch);
   });
 }
 
@@ -139,41 +156,69 @@ void apply_dropout(const DropoutMask& dropout, int64_t b, int64_t h, int64_t i, 
 
 // ----------------------------------------------------------------------------------- forward
 
+// Keys [j_base, ...) of one (b, h), keys transposed to (D, ld_keys) and values to (rows, ld_values)
+// in the accumulation dtype, so the score and output GEMMs read unit-stride padded rows.
 template <typename acc_t>
-struct ForwardScratch {
-  int64_t ld_q, ld_v;
-  std::vector<acc_t> q, scores, out, row_max, row_sum;  // (bm, ld_q), (bm, kBlockN), (bm, ld_v), (bm), (bm)
-  ForwardScratch(int64_t bm, int64_t D, int64_t Dv)
-      : ld_q(padded<acc_t>(D)), ld_v(padded<acc_t>(Dv)), q(bm * ld_q), scores(bm * kBlockN), out(bm * ld_v),
-        row_max(bm), row_sum(bm) {}
+struct KeyValuePanel {
+  const acc_t* keys_t;
+  const acc_t* values;
+  int64_t ld_keys, ld_values, j_base;
+  const acc_t* key_block(int64_t j0) const { return keys_t + (j0 - j_base); }
+  const acc_t* value_rows(int64_t j0) const { return values + (j0 - j_base) * ld_values; }
 };
 
-// Every (b, h)'s keys transposed to (D, ld_keys) and values to (Tk, ld_values), in the
-// accumulation dtype, so the score and output GEMMs read unit-stride padded rows.
+// Values in the accumulation dtype with whole vectors per row feed the output GEMM unpacked.
+template <typename scalar_t, typename acc_t>
+bool reads_values_in_place(const AttentionGeometry& g) {
+  return std::is_same_v<scalar_t, acc_t> && g.Dv % vec_size<acc_t>() == 0;
+}
+
+// Packs keys and values [j_lo, j_lo + n) of (b, h) into keys_t (D, ld_keys) and values (n, ld_values).
+template <typename scalar_t, typename acc_t>
+KeyValuePanel<acc_t> pack_keys_values(const AttentionInputs<scalar_t, acc_t>& in, int64_t b, int64_t h, int64_t j_lo,
+                                      int64_t n, acc_t* keys_t, int64_t ld_keys, acc_t* values, int64_t ld_values) {
+  const auto& g = in.geo;
+  load_rows_transposed<scalar_t>([&](int64_t j) { return in.k.row(b, h, j_lo + j); }, n, g.D, keys_t, ld_keys);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (reads_values_in_place<scalar_t, acc_t>(g)) return {keys_t, in.v.row(b, h, j_lo), ld_keys, in.v.stride_t, j_lo};
+  }
+  load_rows<scalar_t>([&](int64_t j) { return in.v.row(b, h, j_lo + j); }, n, g.Dv, values, ld_values);
+  return {keys_t, values, ld_keys, ld_values, j_lo};
+}
+
+// Every (b, h)'s keys and values packed up front, for the unbanded geometries where each key
+// serves many query tiles.
 template <typename acc_t>
 struct PackedKeysValues {
-  int64_t ld_keys, ld_values, D, Tk;
-  std::vector<acc_t> keys_t, values;
+  std::vector<acc_t> keys_t, values;         // (B * H, D, Tk + vec), (B * H, Tk, ld_values) or none
+  std::vector<KeyValuePanel<acc_t>> panels;  // (B * H)
 
   template <typename scalar_t>
-  PackedKeysValues(const AttentionInputs<scalar_t, acc_t>& in)
-      : ld_keys(in.geo.Tk + vec_size<acc_t>()), ld_values(padded<acc_t>(in.geo.Dv)), D(in.geo.D), Tk(in.geo.Tk),
-        keys_t(in.geo.B * in.geo.H * in.geo.D * ld_keys, acc_t(0)),
-        values(in.geo.B * in.geo.H * in.geo.Tk * ld_values) {
+  PackedKeysValues(const AttentionInputs<scalar_t, acc_t>& in) {
     const auto& g = in.geo;
+    const int64_t ld_keys = g.Tk + vec_size<acc_t>(), ld_values = padded<acc_t>(g.Dv);
+    keys_t.assign(g.B * g.H * g.D * ld_keys, acc_t(0));
+    if (!reads_values_in_place<scalar_t, acc_t>(g)) values.resize(g.B * g.H * g.Tk * ld_values);
+    panels.resize(g.B * g.H);
     at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t bh = begin; bh < end; ++bh) {
-        const int64_t b = bh / g.H, h = bh % g.H;
-        load_rows_transposed<scalar_t>([&](int64_t j) { return in.k.row(b, h, j); }, g.Tk, g.D, key_block(bh, 0),
-                                       ld_keys);
-        load_rows<scalar_t>([&](int64_t j) { return in.v.row(b, h, j); }, g.Tk, g.Dv, value_rows(bh, 0), ld_values);
-      }
+      for (int64_t bh = begin; bh < end; ++bh)
+        panels[bh] = pack_keys_values(in, bh / g.H, bh % g.H, 0, g.Tk, keys_t.data() + bh * g.D * ld_keys, ld_keys,
+                                      values.empty() ? nullptr : values.data() + bh * g.Tk * ld_values, ld_values);
     });
   }
-  const acc_t* key_block(int64_t bh, int64_t j0) const { return keys_t.data() + bh * D * ld_keys + j0; }
-  acc_t* key_block(int64_t bh, int64_t j0) { return keys_t.data() + bh * D * ld_keys + j0; }
-  const acc_t* value_rows(int64_t bh, int64_t j0) const { return values.data() + (bh * Tk + j0) * ld_values; }
-  acc_t* value_rows(int64_t bh, int64_t j0) { return values.data() + (bh * Tk + j0) * ld_values; }
+};
+
+template <typename acc_t>
+struct ForwardScratch {
+  int64_t ld_q, ld_v, block_n, ld_keys;
+  std::vector<acc_t> q, out, row_max, row_sum;  // (tile_m, ld_q), (tile_m, ld_v), (tile_m), (tile_m)
+  std::vector<acc_t> scores;                    // (block_m, block_n)
+  std::vector<acc_t> keys_t, values;            // banded only: the tile's (D, ld_keys), (span, ld_v)
+  ForwardScratch(const AttentionGeometry& g)
+      : ld_q(padded<acc_t>(g.D)), ld_v(padded<acc_t>(g.Dv)), block_n(g.block_n(vec_size<acc_t>())),
+        ld_keys(g.banded() ? padded<acc_t>(g.tile_span()) + block_n : 0), q(g.tile_m() * ld_q),
+        out(g.tile_m() * ld_v), row_max(g.tile_m()), row_sum(g.tile_m()), scores(g.block_m() * block_n),
+        keys_t(g.D * ld_keys, acc_t(0)), values(g.banded() ? g.tile_span() * ld_v : 0) {}
 };
 
 // Folds score row s[0, n) into the running (max, sum) of its query row and turns s into
@@ -188,14 +233,41 @@ void online_softmax_step(acc_t* s, int64_t n, acc_t& run_max, acc_t& run_sum, ac
   if (new_max != run_max) {
     const acc_t factor = std::exp(run_max - new_max);
     run_sum *= factor;
-    scale_row(out_row, ld_v, factor);
+    if (run_sum > acc_t(0)) scale_row(out_row, ld_v, factor);
     run_max = new_max;
   }
   run_sum += exp_shifted_sum(s, n, new_max);
 }
 
+// Query rows [i0, i0 + m) of (b, h), whose q rows sit at sc.q row r0 on, against their admissible
+// key blocks: folds them into the running max / sum / out rows of the scratch from row r0 on.
 template <typename scalar_t, typename acc_t, typename Mod>
-void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, const PackedKeysValues<acc_t>& kv,
+void forward_rows(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, const KeyValuePanel<acc_t>& kv,
+                  const KeyValidity& validity, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t r0,
+                  ForwardScratch<acc_t>& sc) {
+  const auto& g = in.geo;
+  const int64_t bn = sc.block_n;
+  const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
+  for (int64_t j0 = key_lo; j0 <= key_hi; j0 += bn) {
+    const int64_t n = std::min(bn, key_hi + 1 - j0);
+    if (!validity.any(b, j0, j0 + n)) continue;
+    gemm(m, padded<acc_t>(n), g.D, sc.q.data() + r0 * sc.ld_q, sc.ld_q, kv.key_block(j0), kv.ld_keys,
+         sc.scores.data(), bn, false);
+    for (int64_t r = 0; r < m; ++r) {
+      acc_t* s = sc.scores.data() + r * bn;
+      finish_scores(in, mod, b, h, g.position(i0 + r), j0, n, s);
+      online_softmax_step(s, n, sc.row_max[r0 + r], sc.row_sum[r0 + r], sc.out.data() + (r0 + r) * sc.ld_v, sc.ld_v);
+      if (in.dropout.active) apply_dropout(in.dropout, b, h, i0 + r, j0, n, s);
+    }
+    gemm(m, sc.ld_v, n, sc.scores.data(), bn, kv.value_rows(j0), kv.ld_values, sc.out.data() + r0 * sc.ld_v, sc.ld_v,
+         true);
+  }
+}
+
+// Query rows [i0, i0 + m), m <= tile_m, of (b, h) = bh: their keys and values come from the
+// shared pack, or (banded) are packed here; the rows run in sub-tiles of block_m rows.
+template <typename scalar_t, typename acc_t, typename Mod>
+void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, const PackedKeysValues<acc_t>* shared,
                   const KeyValidity& validity, int64_t bh, int64_t i0, int64_t m, ForwardScratch<acc_t>& sc,
                   scalar_t* out, acc_t* lse) {
   const auto& g = in.geo;
@@ -205,19 +277,12 @@ void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
   std::fill(sc.row_max.begin(), sc.row_max.end(), neg_inf<acc_t>());
   std::fill(sc.row_sum.begin(), sc.row_sum.end(), acc_t(0));
   const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
-  for (int64_t j0 = key_lo; j0 <= key_hi; j0 += kBlockN) {
-    const int64_t n = std::min(kBlockN, key_hi + 1 - j0);
-    if (!validity.any(b, j0, j0 + n)) continue;
-    gemm(m, padded<acc_t>(n), g.D, sc.q.data(), sc.ld_q, kv.key_block(bh, j0), kv.ld_keys, sc.scores.data(), kBlockN,
-         false);
-    for (int64_t r = 0; r < m; ++r) {
-      acc_t* s = sc.scores.data() + r * kBlockN;
-      finish_scores(in, mod, b, h, g.position(i0 + r), j0, n, s);
-      online_softmax_step(s, n, sc.row_max[r], sc.row_sum[r], sc.out.data() + r * sc.ld_v, sc.ld_v);
-      if (in.dropout.active) apply_dropout(in.dropout, b, h, i0 + r, j0, n, s);
-    }
-    gemm(m, sc.ld_v, n, sc.scores.data(), kBlockN, kv.value_rows(bh, j0), kv.ld_values, sc.out.data(), sc.ld_v, true);
-  }
+  const KeyValuePanel<acc_t> kv =
+      shared != nullptr ? shared->panels[bh]
+                        : pack_keys_values(in, b, h, key_lo, key_hi + 1 - key_lo, sc.keys_t.data(), sc.ld_keys,
+                                           sc.values.data(), sc.ld_v);
+  for (int64_t r0 = 0; r0 < m; r0 += g.block_m())
+    forward_rows(in, mod, kv, validity, b, h, i0 + r0, std::min(g.block_m(), m - r0), r0, sc);
   for (int64_t r = 0; r < m; ++r) {
     const acc_t sum = sc.row_sum[r];
     const int64_t row = bh * g.Tq + i0 + r;
@@ -230,32 +295,62 @@ void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
 template <typename scalar_t, typename acc_t, typename Mod>
 void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, scalar_t* out, acc_t* lse) {
   const auto& g = in.geo;
-  const PackedKeysValues<acc_t> kv(in);
+  std::optional<PackedKeysValues<acc_t>> shared;
+  if (!g.banded()) shared.emplace(in);
   const KeyValidity validity(in.key_valid, g.B, g.Tk);
-  const int64_t bm = g.block_m(), n_tiles = (g.Tq + bm - 1) / bm;
-  parallel_round_robin(
-      g.B * g.H * n_tiles, [&] { return ForwardScratch<acc_t>(bm, g.D, g.Dv); },
+  const int64_t tm = g.tile_m(), n_tiles = (g.Tq + tm - 1) / tm;
+  parallel_tasks(
+      g.B * g.H * n_tiles, [&] { return ForwardScratch<acc_t>(g); },
       [&](int64_t task, ForwardScratch<acc_t>& sc) {
-        const int64_t i0 = (task % n_tiles) * bm;
-        forward_tile(in, mod, kv, validity, task / n_tiles, i0, std::min(bm, g.Tq - i0), sc, out, lse);
+        const int64_t i0 = (task % n_tiles) * tm;
+        forward_tile(in, mod, shared ? &*shared : nullptr, validity, task / n_tiles, i0, std::min(tm, g.Tq - i0), sc,
+                     out, lse);
       });
 }
 
 // ---------------------------------------------------------------------------------- backward
 
+// The backward's fixed partition of each (b, h)'s keys into chunks, a function of the shape
+// only: enough (b, h, chunk) tasks for 16 threads, chunks of >= 256 keys, and the dQ partials of
+// all chunks within 2^24 values. Chunk c owns dK, dV and d key_bias of keys [k0(c), k1(c)) and
+// writes dQ partials for the query rows [i_lo(c), i_hi(c)) that can see them, stacked at
+// dq_offset(c) rows; the partials are summed in chunk order afterwards.
+struct KeyChunks {
+  const AttentionGeometry& g;
+  int64_t length, count;
+  std::vector<int64_t> dq_offsets;  // (count + 1)
+
+  explicit KeyChunks(const AttentionGeometry& geo) : g(geo) {
+    const int64_t by_threads = (16 + g.B * g.H - 1) / (g.B * g.H);
+    const int64_t by_memory = std::max<int64_t>(1, (int64_t{1} << 24) / (g.B * g.H * g.Tq * std::max<int64_t>(g.D, 1)));
+    const int64_t wanted = std::max<int64_t>(1, std::min({by_threads, (g.Tk + 255) / 256, by_memory}));
+    length = (g.Tk + wanted - 1) / wanted;
+    count = (g.Tk + length - 1) / length;
+    dq_offsets.assign(count + 1, 0);
+    for (int64_t c = 0; c < count; ++c) dq_offsets[c + 1] = dq_offsets[c] + std::max<int64_t>(i_hi(c) - i_lo(c), 0);
+  }
+  int64_t k0(int64_t c) const { return c * length; }
+  int64_t k1(int64_t c) const { return std::min(g.Tk, (c + 1) * length); }
+  int64_t i_lo(int64_t c) const { return g.causal ? std::max<int64_t>(0, k0(c) - (g.Tk - g.Tq)) : 0; }
+  int64_t i_hi(int64_t c) const {
+    return g.banded() ? std::min(g.Tq, k1(c) - 1 + g.window - (g.Tk - g.Tq) + 1) : g.Tq;
+  }
+  int64_t dq_rows() const { return dq_offsets[count]; }
+};
+
 template <typename acc_t>
 struct BackwardScratch {
-  int64_t bm, ld_d, ld_v, ld_keys;
-  std::vector<acc_t> keys, keys_t, values_t;    // (Tk, ld_d), (D, ld_keys), (Dv, ld_keys)
-  std::vector<acc_t> dkeys, dvalues;            // (Tk, ld_d), (Tk, ld_v)
-  std::vector<acc_t> q, grad_out, dq;           // (bm, ld_d), (bm, ld_v), (bm, ld_d)
-  std::vector<acc_t> probs, dscores;            // (bm, kBlockN): P, then dP -> dS
-  std::vector<acc_t> probs_t, dscores_t;        // (kBlockN, bm): dropped-out P^T and dS^T
-  BackwardScratch(const AttentionGeometry& g, int64_t bm_)
-      : bm(bm_), ld_d(padded<acc_t>(g.D)), ld_v(padded<acc_t>(g.Dv)), ld_keys(g.Tk + vec_size<acc_t>()),
-        keys(g.Tk * ld_d), keys_t(g.D * ld_keys, acc_t(0)), values_t(g.Dv * ld_keys, acc_t(0)), dkeys(g.Tk * ld_d),
-        dvalues(g.Tk * ld_v), q(bm * ld_d), grad_out(bm * ld_v), dq(bm * ld_d), probs(bm * kBlockN),
-        dscores(bm * kBlockN), probs_t(kBlockN * bm), dscores_t(kBlockN * bm) {}
+  int64_t bm, bn, ld_d, ld_v, ld_keys;
+  std::vector<acc_t> keys, keys_t, values_t;    // the chunk's (length, ld_d), (D, ld_keys), (Dv, ld_keys)
+  std::vector<acc_t> dkeys, dvalues;            // (length, ld_d), (length, ld_v)
+  std::vector<acc_t> q, grad_out;               // (bm, ld_d), (bm, ld_v)
+  std::vector<acc_t> probs, dscores;            // (bm, bn): P, then dP -> dS
+  std::vector<acc_t> probs_t, dscores_t;        // (bn, bm): dropped-out P^T and dS^T
+  BackwardScratch(const AttentionGeometry& g, int64_t length)
+      : bm(g.block_m()), bn(g.block_n(vec_size<acc_t>())), ld_d(padded<acc_t>(g.D)), ld_v(padded<acc_t>(g.Dv)),
+        ld_keys(length + vec_size<acc_t>()), keys(length * ld_d), keys_t(g.D * ld_keys, acc_t(0)),
+        values_t(g.Dv * ld_keys, acc_t(0)), dkeys(length * ld_d), dvalues(length * ld_v), q(bm * ld_d),
+        grad_out(bm * ld_v), probs(bm * bn), dscores(bm * bn), probs_t(bn * bm), dscores_t(bn * bm) {}
 };
 
 // Recomputes P for one query row of a key block from its saved lse, and turns dP (in ds) into
@@ -266,8 +361,8 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
                   BackwardScratch<acc_t>& sc, acc_t* dkey_bias, acc_t* mod_partial) {
   const auto& g = in.geo;
   const int64_t row = (b * g.H + h) * g.Tq + i, p = g.position(i);
-  acc_t* s = sc.probs.data() + r * kBlockN;
-  acc_t* ds = sc.dscores.data() + r * kBlockN;
+  acc_t* s = sc.probs.data() + r * sc.bn;
+  acc_t* ds = sc.dscores.data() + r * sc.bn;
   const acc_t row_lse = bw.lse[row];
   const Span span = finish_scores(in, mod, b, h, p, j0, n, s);
   if (span.empty() || row_lse == neg_inf<acc_t>()) {
@@ -288,59 +383,85 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
   mod.accumulate_grad(b, h, p, j0 + span.lo, span.hi - span.lo, ds + span.lo, mod_partial);
 }
 
+// Query rows [i0, i0 + m) against keys [j0, j0 + n), which sit at row / column jc of the chunk's
+// packs; dQ of the rows accumulates into dq (m, ld_d).
 template <typename scalar_t, typename acc_t, typename Mod>
 void backward_block(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
-                    const Mod& mod, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t j0, int64_t n,
-                    BackwardScratch<acc_t>& sc, acc_t* dkey_bias, acc_t* mod_partial) {
+                    const Mod& mod, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t jc,
+                    BackwardScratch<acc_t>& sc, acc_t* dq, acc_t* dkey_bias, acc_t* mod_partial) {
   const auto& g = in.geo;
   const int64_t n_padded = padded<acc_t>(n);
-  gemm(m, n_padded, g.D, sc.q.data(), sc.ld_d, sc.keys_t.data() + j0, sc.ld_keys, sc.probs.data(), kBlockN, false);
-  gemm(m, n_padded, g.Dv, sc.grad_out.data(), sc.ld_v, sc.values_t.data() + j0, sc.ld_keys, sc.dscores.data(),
-       kBlockN, false);
+  gemm(m, n_padded, g.D, sc.q.data(), sc.ld_d, sc.keys_t.data() + jc, sc.ld_keys, sc.probs.data(), sc.bn, false);
+  gemm(m, n_padded, g.Dv, sc.grad_out.data(), sc.ld_v, sc.values_t.data() + jc, sc.ld_keys, sc.dscores.data(),
+       sc.bn, false);
   for (int64_t r = 0; r < m; ++r) backward_row(in, bw, mod, b, h, i0 + r, j0, n, r, sc, dkey_bias, mod_partial);
-  gemm(m, sc.ld_d, n, sc.dscores.data(), kBlockN, sc.keys.data() + j0 * sc.ld_d, sc.ld_d, sc.dq.data(), sc.ld_d, true);
-  gemm(n, sc.ld_d, m, sc.dscores_t.data(), sc.bm, sc.q.data(), sc.ld_d, sc.dkeys.data() + j0 * sc.ld_d, sc.ld_d,
+  gemm(m, sc.ld_d, n, sc.dscores.data(), sc.bn, sc.keys.data() + jc * sc.ld_d, sc.ld_d, dq, sc.ld_d, true);
+  gemm(n, sc.ld_d, m, sc.dscores_t.data(), sc.bm, sc.q.data(), sc.ld_d, sc.dkeys.data() + jc * sc.ld_d, sc.ld_d,
        true);
-  gemm(n, sc.ld_v, m, sc.probs_t.data(), sc.bm, sc.grad_out.data(), sc.ld_v, sc.dvalues.data() + j0 * sc.ld_v,
+  gemm(n, sc.ld_v, m, sc.probs_t.data(), sc.bm, sc.grad_out.data(), sc.ld_v, sc.dvalues.data() + jc * sc.ld_v,
        sc.ld_v, true);
 }
 
+// Keys [k0, k1) of (b, h) = bh against the query rows [i_lo, i_hi) that can see them: writes
+// their dK, dV and d key_bias, the chunk's dQ partial (i_hi - i_lo, ld_d) and its modifier partial.
 template <typename scalar_t, typename acc_t, typename Mod>
-void backward_head(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
-                   const Mod& mod, const KeyValidity& validity, int64_t bh, BackwardScratch<acc_t>& sc,
-                   const AttentionGrads<scalar_t, acc_t>& grads) {
+void backward_chunk(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
+                    const Mod& mod, const KeyValidity& validity, int64_t bh, int64_t k0, int64_t k1, int64_t i_lo,
+                    int64_t i_hi, BackwardScratch<acc_t>& sc, const AttentionGrads<scalar_t, acc_t>& grads,
+                    acc_t* dq_partial, acc_t* mod_partial) {
   const auto& g = in.geo;
-  const int64_t b = bh / g.H, h = bh % g.H;
-  load_rows<scalar_t>([&](int64_t j) { return in.k.row(b, h, j); }, g.Tk, g.D, sc.keys.data(), sc.ld_d);
-  load_rows_transposed<scalar_t>([&](int64_t j) { return in.k.row(b, h, j); }, g.Tk, g.D, sc.keys_t.data(),
-                                 sc.ld_keys);
-  load_rows_transposed<scalar_t>([&](int64_t j) { return in.v.row(b, h, j); }, g.Tk, g.Dv, sc.values_t.data(),
+  const int64_t b = bh / g.H, h = bh % g.H, len = k1 - k0;
+  const auto key_row = [&](int64_t j) { return in.k.row(b, h, k0 + j); };
+  load_rows<scalar_t>(key_row, len, g.D, sc.keys.data(), sc.ld_d);
+  load_rows_transposed<scalar_t>(key_row, len, g.D, sc.keys_t.data(), sc.ld_keys);
+  load_rows_transposed<scalar_t>([&](int64_t j) { return in.v.row(b, h, k0 + j); }, len, g.Dv, sc.values_t.data(),
                                  sc.ld_keys);
   std::fill(sc.dkeys.begin(), sc.dkeys.end(), acc_t(0));
   std::fill(sc.dvalues.begin(), sc.dvalues.end(), acc_t(0));
-  acc_t* dkey_bias = grads.dkey_bias == nullptr ? nullptr : grads.dkey_bias + bh * g.Tk;
-  if (dkey_bias != nullptr) std::fill(dkey_bias, dkey_bias + g.Tk, acc_t(0));
-  acc_t* mod_partial = grads.mod_partials + bh * mod.grad_size();
+  std::fill(dq_partial, dq_partial + std::max<int64_t>(i_hi - i_lo, 0) * sc.ld_d, acc_t(0));
   std::fill(mod_partial, mod_partial + mod.grad_size(), acc_t(0));
+  acc_t* dkey_bias = grads.dkey_bias == nullptr ? nullptr : grads.dkey_bias + bh * g.Tk;
+  if (dkey_bias != nullptr) std::fill(dkey_bias + k0, dkey_bias + k1, acc_t(0));
 
-  for (int64_t i0 = 0; i0 < g.Tq; i0 += sc.bm) {
-    const int64_t m = std::min(sc.bm, g.Tq - i0);
+  for (int64_t i0 = i_lo; i0 < i_hi; i0 += sc.bm) {
+    const int64_t m = std::min(sc.bm, i_hi - i0);
     load_rows<scalar_t>([&](int64_t r) { return in.q.row(b, h, i0 + r); }, m, g.D, sc.q.data(), sc.ld_d);
     load_rows<scalar_t>([&](int64_t r) { return bw.grad_out.row(b, h, i0 + r); }, m, g.Dv, sc.grad_out.data(),
                         sc.ld_v);
-    std::fill(sc.dq.begin(), sc.dq.end(), acc_t(0));
-    const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
-    for (int64_t j0 = key_lo; j0 <= key_hi; j0 += kBlockN) {
-      const int64_t n = std::min(kBlockN, key_hi + 1 - j0);
-      if (validity.any(b, j0, j0 + n)) backward_block(in, bw, mod, b, h, i0, m, j0, n, sc, dkey_bias, mod_partial);
+    const int64_t key_lo = std::max(k0, g.first_key(g.position(i0)));
+    const int64_t key_hi = std::min(k1 - 1, g.last_key(g.position(i0 + m - 1)));
+    for (int64_t j0 = key_lo; j0 <= key_hi; j0 += sc.bn) {
+      const int64_t n = std::min(sc.bn, key_hi + 1 - j0);
+      if (validity.any(b, j0, j0 + n))
+        backward_block(in, bw, mod, b, h, i0, m, j0, n, j0 - k0, sc, dq_partial + (i0 - i_lo) * sc.ld_d, dkey_bias,
+                       mod_partial);
     }
-    for (int64_t r = 0; r < m; ++r)
-      store_row(sc.dq.data() + r * sc.ld_d, g.D, in.scale, grads.dq + (bh * g.Tq + i0 + r) * g.D);
   }
-  for (int64_t j = 0; j < g.Tk; ++j) {
-    store_row(sc.dkeys.data() + j * sc.ld_d, g.D, in.scale, grads.dk + (bh * g.Tk + j) * g.D);
-    store_row(sc.dvalues.data() + j * sc.ld_v, g.Dv, acc_t(1), grads.dv + (bh * g.Tk + j) * g.Dv);
+  for (int64_t j = 0; j < len; ++j) {
+    store_row(sc.dkeys.data() + j * sc.ld_d, g.D, in.scale, grads.dk + (bh * g.Tk + k0 + j) * g.D);
+    store_row(sc.dvalues.data() + j * sc.ld_v, g.Dv, acc_t(1), grads.dv + (bh * g.Tk + k0 + j) * g.Dv);
   }
+}
+
+// dQ of (b, h) = bh and its modifier partial: the chunks' partials summed in chunk order.
+template <typename scalar_t, typename acc_t>
+void reduce_chunks(const AttentionInputs<scalar_t, acc_t>& in, const KeyChunks& chunks, int64_t bh, int64_t ld_d,
+                   const acc_t* dq_partials, const acc_t* mod_chunk_partials, int64_t grad_size,
+                   const AttentionGrads<scalar_t, acc_t>& grads) {
+  const auto& g = in.geo;
+  std::vector<acc_t> row(ld_d);
+  for (int64_t i = 0; i < g.Tq; ++i) {
+    std::fill(row.begin(), row.end(), acc_t(0));
+    for (int64_t c = 0; c < chunks.count; ++c)
+      if (chunks.i_lo(c) <= i && i < chunks.i_hi(c))
+        add_row(row.data(), dq_partials + (bh * chunks.dq_rows() + chunks.dq_offsets[c] + i - chunks.i_lo(c)) * ld_d,
+                g.D);
+    store_row(row.data(), g.D, in.scale, grads.dq + (bh * g.Tq + i) * g.D);
+  }
+  acc_t* mod_partial = grads.mod_partials + bh * grad_size;
+  std::fill(mod_partial, mod_partial + grad_size, acc_t(0));
+  for (int64_t c = 0; c < chunks.count; ++c)
+    add_row(mod_partial, mod_chunk_partials + (bh * chunks.count + c) * grad_size, grad_size);
 }
 
 template <typename scalar_t, typename acc_t, typename Mod>
@@ -348,9 +469,22 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
                         const Mod& mod, const AttentionGrads<scalar_t, acc_t>& grads) {
   const auto& g = in.geo;
   const KeyValidity validity(in.key_valid, g.B, g.Tk);
-  parallel_round_robin(
-      g.B * g.H, [&] { return BackwardScratch<acc_t>(g, g.block_m()); },
-      [&](int64_t bh, BackwardScratch<acc_t>& sc) { backward_head(in, bw, mod, validity, bh, sc, grads); });
+  const KeyChunks chunks(g);
+  const int64_t BH = g.B * g.H, ld_d = padded<acc_t>(g.D), grad_size = mod.grad_size();
+  std::vector<acc_t> dq_partials(BH * chunks.dq_rows() * ld_d), mod_chunk_partials(BH * chunks.count * grad_size);
+  // Chunk-major task order: the heaviest (first) causal chunks of every head start first.
+  parallel_tasks(
+      BH * chunks.count, [&] { return BackwardScratch<acc_t>(g, chunks.length); },
+      [&](int64_t task, BackwardScratch<acc_t>& sc) {
+        const int64_t c = task / BH, bh = task % BH;
+        backward_chunk(in, bw, mod, validity, bh, chunks.k0(c), chunks.k1(c), chunks.i_lo(c), chunks.i_hi(c), sc,
+                       grads, dq_partials.data() + (bh * chunks.dq_rows() + chunks.dq_offsets[c]) * ld_d,
+                       mod_chunk_partials.data() + (bh * chunks.count + c) * grad_size);
+      });
+  at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t bh = begin; bh < end; ++bh)
+      reduce_chunks(in, chunks, bh, ld_d, dq_partials.data(), mod_chunk_partials.data(), grad_size, grads);
+  });
 }
 
 }  // namespace tempattn::cpu

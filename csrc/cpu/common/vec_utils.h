@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 namespace tempattn::cpu {
 
@@ -47,13 +48,25 @@ inline void gemm_microkernel(int64_t K, const T* A, int64_t lda, const T* B, int
     for (int c = 0; c < NV; ++c) acc[r][c].store(C + r * ldc + c * W);
 }
 
+// Vectors of columns per microkernel call: 4 (16 accumulators) with the 32 registers of AVX-512, else 2.
+template <typename T>
+constexpr int wide_vectors() {
+  return sizeof(at::vec::Vectorized<T>) >= 64 ? 4 : 2;
+}
+
 template <typename T, int ROWS>
 inline void gemm_row_block(int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
                            bool accumulate) {
   constexpr int64_t W = vec_size<T>();
+  constexpr int NV = wide_vectors<T>();
   int64_t j = 0;
-  for (; j + 2 * W <= N; j += 2 * W) gemm_microkernel<T, ROWS, 2>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
-  for (; j < N; j += W) gemm_microkernel<T, ROWS, 1>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+  for (; j + NV * W <= N; j += NV * W) gemm_microkernel<T, ROWS, NV>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+  switch ((N - j) / W) {
+    case 3: gemm_microkernel<T, ROWS, 3>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
+    case 2: gemm_microkernel<T, ROWS, 2>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
+    case 1: gemm_microkernel<T, ROWS, 1>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
+    default: break;
+  }
 }
 
 // C[M][N] (+)= A[M][K] * B[K][N], all row-major; N must be a multiple of the vector width
@@ -142,8 +155,38 @@ void load_rows(RowFn src_row, int64_t rows, int64_t n, acc_t* dst, int64_t ld) {
   }
 }
 
+#if defined(CPU_CAPABILITY_AVX512)
+// dst[c][r] = src[r][c0 + c] for r, c < 16, in registers: 32-bit, 64-bit, then 128-bit lane interleaves.
+inline void transpose_16x16(const float* const* src, int64_t c0, float* dst, int64_t ld) {
+  __m512 t[16], u[16];
+  for (int k = 0; k < 8; ++k) {
+    const __m512 a = _mm512_loadu_ps(src[2 * k] + c0), b = _mm512_loadu_ps(src[2 * k + 1] + c0);
+    t[2 * k] = _mm512_unpacklo_ps(a, b);
+    t[2 * k + 1] = _mm512_unpackhi_ps(a, b);
+  }
+  // u[4k + m], 128-bit lane L: column 4L + m of rows 4k .. 4k + 3.
+  for (int k = 0; k < 4; ++k) {
+    const __m512d t0 = _mm512_castps_pd(t[4 * k]), t1 = _mm512_castps_pd(t[4 * k + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * k + 2]), t3 = _mm512_castps_pd(t[4 * k + 3]);
+    u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);
+    const __m512 v2 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+    const __m512 v3 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+    _mm512_storeu_ps(dst + m * ld, _mm512_shuffle_f32x4(v0, v2, 0x88));
+    _mm512_storeu_ps(dst + (4 + m) * ld, _mm512_shuffle_f32x4(v1, v3, 0x88));
+    _mm512_storeu_ps(dst + (8 + m) * ld, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+    _mm512_storeu_ps(dst + (12 + m) * ld, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+  }
+}
+#endif
+
 // dst[c][r] = src row r, column c: a transposed pack (rows along the contiguous axis), done in
-// bands of rows so that the writes run along dst's rows.
+// bands of 16 rows so that the writes run along dst's rows (float bands in registers on AVX-512).
 template <typename scalar_t, typename acc_t, typename RowFn>
 void load_rows_transposed(RowFn src_row, int64_t rows, int64_t n, acc_t* dst, int64_t ld) {
   constexpr int64_t kBand = 16;
@@ -151,7 +194,14 @@ void load_rows_transposed(RowFn src_row, int64_t rows, int64_t n, acc_t* dst, in
   for (int64_t r0 = 0; r0 < rows; r0 += kBand) {
     const int64_t band = std::min(kBand, rows - r0);
     for (int64_t r = 0; r < band; ++r) src[r] = src_row(r0 + r);
-    for (int64_t c = 0; c < n; ++c)
+    int64_t c = 0;
+#if defined(CPU_CAPABILITY_AVX512)
+    if constexpr (std::is_same_v<scalar_t, float> && std::is_same_v<acc_t, float>) {
+      if (band == kBand)
+        for (; c + kBand <= n; c += kBand) transpose_16x16(src, c, dst + c * ld + r0, ld);
+    }
+#endif
+    for (; c < n; ++c)
       for (int64_t r = 0; r < band; ++r) dst[c * ld + r0 + r] = static_cast<acc_t>(src[r][c]);
   }
 }
