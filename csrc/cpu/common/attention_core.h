@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/common/buffer.h"
 #include "cpu/common/philox.h"
 #include "cpu/common/vec_utils.h"
 
@@ -90,7 +91,7 @@ class KeyValidity {
  public:
   KeyValidity(const bool* key_valid, int64_t B, int64_t Tk) : Tk_(Tk) {
     if (key_valid == nullptr) return;
-    prefix_.assign(B * (Tk + 1), 0);
+    prefix_ = Buffer<int64_t>(B * (Tk + 1));
     for (int64_t b = 0; b < B; ++b)
       for (int64_t j = 0; j < Tk; ++j)
         prefix_[b * (Tk + 1) + j + 1] = prefix_[b * (Tk + 1) + j] + (key_valid[b * Tk + j] ? 1 : 0);
@@ -101,7 +102,7 @@ class KeyValidity {
 
  private:
   int64_t Tk_;
-  std::vector<int64_t> prefix_;
+  Buffer<int64_t> prefix_;
 };
 
 // Runs run_task(t, scratch) for t in [0, n_tasks), each worker claiming the next task in order
@@ -190,15 +191,15 @@ KeyValuePanel<acc_t> pack_keys_values(const AttentionInputs<scalar_t, acc_t>& in
 // serves many query tiles.
 template <typename acc_t>
 struct PackedKeysValues {
-  std::vector<acc_t> keys_t, values;         // (B * H, D, Tk + vec), (B * H, Tk, ld_values) or none
+  Buffer<acc_t> keys_t, values;              // (B * H, D, Tk + vec), (B * H, Tk, ld_values) or none
   std::vector<KeyValuePanel<acc_t>> panels;  // (B * H)
 
   template <typename scalar_t>
   PackedKeysValues(const AttentionInputs<scalar_t, acc_t>& in) {
     const auto& g = in.geo;
     const int64_t ld_keys = g.Tk + vec_size<acc_t>(), ld_values = padded<acc_t>(g.Dv);
-    keys_t.assign(g.B * g.H * g.D * ld_keys, acc_t(0));
-    if (!reads_values_in_place<scalar_t, acc_t>(g)) values.resize(g.B * g.H * g.Tk * ld_values);
+    keys_t = Buffer<acc_t>(g.B * g.H * g.D * ld_keys);
+    if (!reads_values_in_place<scalar_t, acc_t>(g)) values = Buffer<acc_t>(g.B * g.H * g.Tk * ld_values);
     panels.resize(g.B * g.H);
     at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t bh = begin; bh < end; ++bh)
@@ -341,15 +342,15 @@ struct KeyChunks {
 template <typename acc_t>
 struct BackwardScratch {
   int64_t bm, bn, ld_d, ld_v, ld_keys;
-  std::vector<acc_t> keys, keys_t, values_t;    // the chunk's (length, ld_d), (D, ld_keys), (Dv, ld_keys)
-  std::vector<acc_t> dkeys, dvalues;            // (length, ld_d), (length, ld_v)
+  Buffer<acc_t> keys, keys_t, values_t;         // the chunk's (length, ld_d), (D, ld_keys), (Dv, ld_keys)
+  Buffer<acc_t> dkeys, dvalues;                 // (length, ld_d), (length, ld_v)
   std::vector<acc_t> q, grad_out;               // (bm, ld_d), (bm, ld_v)
   std::vector<acc_t> probs, dscores;            // (bm, bn): P, then dP -> dS
   std::vector<acc_t> probs_t, dscores_t;        // (bn, bm): dropped-out P^T and dS^T
   BackwardScratch(const AttentionGeometry& g, int64_t length)
       : bm(g.block_m()), bn(g.block_n(vec_size<acc_t>())), ld_d(padded<acc_t>(g.D)), ld_v(padded<acc_t>(g.Dv)),
-        ld_keys(length + vec_size<acc_t>()), keys(length * ld_d), keys_t(g.D * ld_keys, acc_t(0)),
-        values_t(g.Dv * ld_keys, acc_t(0)), dkeys(length * ld_d), dvalues(length * ld_v), q(bm * ld_d),
+        ld_keys(length + vec_size<acc_t>()), keys(length * ld_d), keys_t(g.D * ld_keys),
+        values_t(g.Dv * ld_keys), dkeys(length * ld_d), dvalues(length * ld_v), q(bm * ld_d),
         grad_out(bm * ld_v), probs(bm * bn), dscores(bm * bn), probs_t(bn * bm), dscores_t(bn * bm) {}
 };
 
@@ -471,7 +472,7 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
   const KeyValidity validity(in.key_valid, g.B, g.Tk);
   const KeyChunks chunks(g);
   const int64_t BH = g.B * g.H, ld_d = padded<acc_t>(g.D), grad_size = mod.grad_size();
-  std::vector<acc_t> dq_partials(BH * chunks.dq_rows() * ld_d), mod_chunk_partials(BH * chunks.count * grad_size);
+  Buffer<acc_t> dq_partials(BH * chunks.dq_rows() * ld_d), mod_chunk_partials(BH * chunks.count * grad_size);
   // Chunk-major task order: the heaviest (first) causal chunks of every head start first.
   parallel_tasks(
       BH * chunks.count, [&] { return BackwardScratch<acc_t>(g, chunks.length); },
