@@ -66,3 +66,10 @@ def default_device_restored():
     """Tests may set torch's default device to their target's; put it back afterwards."""
     yield
     torch.set_default_device(None)
+
+
+@pytest.fixture(params=TARGETS, ids=str)
+def backend(request):
+    """Each target's backend name, with torch's default device set to the target's device."""
+    torch.set_default_device(request.param.device)
+    return request.param.backend

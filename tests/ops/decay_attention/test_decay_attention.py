@@ -1,17 +1,12 @@
 """decay_attention specifics: ALiBi as a special case, timestamps, eps."""
 import math
 
-import pytest
 import torch
 
 import tempattn
-from tests.conftest import TARGETS
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_one_scale_without_eps_is_alibi(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_one_scale_without_eps_is_alibi(backend):
     q, k, v = (torch.randn(1, 2, 12, 8) for _ in range(3))
     slopes = torch.tensor([[-0.5], [-0.125]])
     out = tempattn.decay_attention(q, k, v, slopes, torch.zeros(2, 1), eps=0.0, backend=backend)
@@ -22,10 +17,7 @@ def test_one_scale_without_eps_is_alibi(target):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_times_are_shift_invariant_even_for_epoch_seconds(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_times_are_shift_invariant_even_for_epoch_seconds(backend):
     q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
     lg, al = torch.log(torch.tensor([[0.9, 0.5], [0.99, 0.7]])), torch.randn(2, 2)
     times = torch.cumsum(torch.rand(2, 10, dtype=torch.float64) * 5, 1)
@@ -34,10 +26,7 @@ def test_times_are_shift_invariant_even_for_epoch_seconds(target):
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_unit_spaced_times_equal_positions(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_unit_spaced_times_equal_positions(backend):
     q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
     lg, al = torch.log(torch.tensor([[0.9, 0.5], [0.99, 0.7]])), torch.randn(2, 2)
     by_position = tempattn.decay_attention(q, k, v, lg, al, backend=backend)

@@ -1,15 +1,10 @@
 """relpos_attention specifics: the window and the shared last table entry."""
-import pytest
 import torch
 
 import tempattn
-from tests.conftest import TARGETS
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_unwindowed_table_shares_its_last_entry_past_its_end(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_unwindowed_table_shares_its_last_entry_past_its_end(backend):
     q, k, v = (torch.randn(1, 2, 20, 8) for _ in range(3))
     short = torch.randn(2, 3)
     long = torch.cat([short, short[:, -1:].expand(2, 30)], dim=1)
@@ -18,10 +13,7 @@ def test_unwindowed_table_shares_its_last_entry_past_its_end(target):
     torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_window_at_least_the_sequence_equals_no_window(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_window_at_least_the_sequence_equals_no_window(backend):
     q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
     rel = torch.randn(2, 15)
     windowed = tempattn.relpos_attention(q, k, v, rel, window=14, backend=backend)
@@ -29,19 +21,13 @@ def test_window_at_least_the_sequence_equals_no_window(target):
     torch.testing.assert_close(windowed, unwindowed, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_window_zero_returns_the_current_value(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_window_zero_returns_the_current_value(backend):
     q, k, v = (torch.randn(2, 2, 10, 8) for _ in range(3))
     out = tempattn.relpos_attention(q, k, v, torch.randn(2, 1), window=0, backend=backend)
     torch.testing.assert_close(out, v, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-def test_rel_bias_gradient_is_deterministic(target):
-    torch.set_default_device(target.device)
-    backend = target.backend
+def test_rel_bias_gradient_is_deterministic(backend):
     q, k, v = (torch.randn(2, 3, 40, 16) for _ in range(3))
     rel = torch.randn(3, 9, requires_grad=True)
     grads = []
