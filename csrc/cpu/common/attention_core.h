@@ -135,9 +135,7 @@ Span finish_scores(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, i
     std::fill(s, s + n, neg_inf<acc_t>());
     return span;
   }
-  std::fill(s, s + span.lo, neg_inf<acc_t>());
-  std::fill(s + span.hi, s + n, neg_inf<acc_t>());
-  scale_row(s + span.lo, span.hi - span.lo, in.scale);
+  scale_span(s, n, span.lo, span.hi, in.scale);
   if (in.key_bias != nullptr) add_row(s + span.lo, in.key_bias + (b * g.H + h) * g.Tk + j0 + span.lo, span.hi - span.lo);
   mod.add_bias(b, h, p, j0 + span.lo, span.hi - span.lo, s + span.lo);
   if (in.key_valid != nullptr) {
@@ -240,6 +238,16 @@ void online_softmax_step(acc_t* s, int64_t n, acc_t& run_max, acc_t& run_sum, ac
   run_sum += exp_shifted_sum(s, n, new_max);
 }
 
+// out rows (m, ld_v) += P rows (m, ld_p) of query rows [i0, i0 + m) times values [j0, j0 + n),
+// over just the columns these rows can see (P is zero outside them), to skip the band's corners.
+template <typename acc_t>
+void accumulate_values(const AttentionGeometry& g, const KeyValuePanel<acc_t>& kv, int64_t j0, int64_t n, int64_t i0,
+                       int64_t m, const acc_t* p, int64_t ld_p, acc_t* out, int64_t ld_v) {
+  const int64_t lo = std::max<int64_t>(g.first_key(g.position(i0)) - j0, 0);
+  const int64_t hi = std::min<int64_t>(g.last_key(g.position(i0 + m - 1)) + 1 - j0, n);
+  if (hi > lo) gemm(m, ld_v, hi - lo, p + lo, ld_p, kv.value_rows(j0 + lo), kv.ld_values, out, ld_v, true);
+}
+
 // Query rows [i0, i0 + m) of (b, h), whose q rows sit at sc.q row r0 on, against their admissible
 // key blocks: folds them into the running max / sum / out rows of the scratch from row r0 on.
 template <typename scalar_t, typename acc_t, typename Mod>
@@ -254,14 +262,16 @@ void forward_rows(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
     if (!validity.any(b, j0, j0 + n)) continue;
     gemm(m, padded<acc_t>(n), g.D, sc.q.data() + r0 * sc.ld_q, sc.ld_q, kv.key_block(j0), kv.ld_keys,
          sc.scores.data(), bn, false);
+    // Two passes over the rows, so that the rows' independent dependency chains overlap.
+    for (int64_t r = 0; r < m; ++r) finish_scores(in, mod, b, h, g.position(i0 + r), j0, n, sc.scores.data() + r * bn);
     for (int64_t r = 0; r < m; ++r) {
       acc_t* s = sc.scores.data() + r * bn;
-      finish_scores(in, mod, b, h, g.position(i0 + r), j0, n, s);
       online_softmax_step(s, n, sc.row_max[r0 + r], sc.row_sum[r0 + r], sc.out.data() + (r0 + r) * sc.ld_v, sc.ld_v);
       if (in.dropout.active) apply_dropout(in.dropout, b, h, i0 + r, j0, n, s);
     }
-    gemm(m, sc.ld_v, n, sc.scores.data(), bn, kv.value_rows(j0), kv.ld_values, sc.out.data() + r0 * sc.ld_v, sc.ld_v,
-         true);
+    for (int64_t r = 0; r < m; r += kGemmRows)
+      accumulate_values(g, kv, j0, n, i0 + r, std::min<int64_t>(kGemmRows, m - r), sc.scores.data() + r * bn, bn,
+                        sc.out.data() + (r0 + r) * sc.ld_v, sc.ld_v);
   }
 }
 
