@@ -24,7 +24,8 @@ def _flag(name: str) -> bool:
 def _build_cuda() -> bool:
     if _flag("TEMPATTN_SKIP_CUDA_BUILD"):
         return False
-    return torch.version.cuda is not None and CUDA_HOME is not None and bool(glob.glob("csrc/cuda/**/*.cu", recursive=True))
+    has_sources = bool(glob.glob("csrc/cuda/**/*.cu", recursive=True))
+    return torch.version.cuda is not None and CUDA_HOME is not None and has_sources
 
 
 def _sources(pattern: str):

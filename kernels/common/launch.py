@@ -6,7 +6,10 @@ import torch
 import triton
 
 from .core import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
-from .score_mods import MOD_DECAY, MOD_NONE, MOD_RELPOS  # noqa: F401  (re-exported for the launchers)
+from .score_mods import MOD_DECAY, MOD_NONE, MOD_RELPOS
+
+# The score modifier of each operator, by the name its host launcher passes as ``mod``.
+MODS = {"masked_sdpa": MOD_NONE, "relpos_attention": MOD_RELPOS, "decay_attention": MOD_DECAY}
 
 
 def _interpreting() -> bool:
@@ -31,6 +34,7 @@ def _precision(dtype: torch.dtype) -> str:
 
 def _common(q, k, v, *, mod, key_valid, key_bias, mod_a, mod_b, times, causal, window, eps, dropout_p, seed, scale):
     """(tensor pointers, runtime scalars, constexprs) shared by the three kernels."""
+    mod = MODS[mod]
     B, H, Tq, D = q.shape
     Tk, Dv = k.shape[2], v.shape[3]
     dummy = torch.empty(1, device=q.device, dtype=torch.float32)

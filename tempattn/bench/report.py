@@ -114,7 +114,8 @@ def render(results: Results, machine: Dict, profile: str, out_dir: Path) -> str:
     lines += ["## Targets", ""] + [v.line() for v in evaluate(results)] + [""]
     for device in results.devices():
         path = plots.speedup_chart(results, device, out_dir / "plots")
-        lines += [f"## Results on {device}", "", f"![speed-ups at T={HEADLINE_T}]({path.relative_to(out_dir).as_posix()})", ""]
+        chart = path.relative_to(out_dir).as_posix()
+        lines += [f"## Results on {device}", "", f"![speed-ups at T={HEADLINE_T}]({chart})", ""]
         for variant in results.variants(device):
             lines += _variant_section(results, device, variant, out_dir)
     lines += _unsupported_section(results)

@@ -29,7 +29,8 @@ def check_tensor(op: str, name: str, t, ndim: int, layout: str) -> None:
         _fail(op, name, f"a torch.Tensor of shape {layout}", _describe(t), "convert it with torch.as_tensor", TypeError)
     if t.dim() != ndim:
         _fail(op, name, f"{ndim}-D {layout}", f"{t.dim()}-D shape {tuple(t.shape)}",
-              "use the (B, H, T, D) layout of F.scaled_dot_product_attention" if ndim == 4 else f"reshape it to {layout}")
+              "use the (B, H, T, D) layout of F.scaled_dot_product_attention" if ndim == 4
+              else f"reshape it to {layout}")
 
 
 def check_float(op: str, name: str, t: torch.Tensor) -> None:
@@ -60,7 +61,8 @@ def check_qkv(op: str, q, k, v) -> None:
         if t.shape[2] < 1 or t.shape[0] < 1 or t.shape[1] < 1:
             _fail(op, name, "non-empty in B, H and T", tuple(t.shape), "drop empty batches before the call")
         if t.stride(3) != 1:
-            _fail(op, name, "contiguous in the last dim (stride 1)", f"stride {t.stride()}", f"call `{name}.contiguous()`")
+            _fail(op, name, "contiguous in the last dim (stride 1)", f"stride {t.stride()}",
+                  f"call `{name}.contiguous()`")
 
 
 def check_lengths(op: str, Tq: int, Tk: int, causal: bool) -> None:
@@ -74,7 +76,10 @@ def canonical_key_valid(op: str, key_padding_mask, key_valid_mask, B: int, Tk: i
     if key_padding_mask is not None and key_valid_mask is not None:
         raise ValueError(f"{op}: pass only one of `key_padding_mask` (True = padding) and `key_valid_mask` "
                          "(True = real token), got both; hint: `key_valid_mask = ~key_padding_mask`")
-    name, mask = ("key_padding_mask", key_padding_mask) if key_padding_mask is not None else ("key_valid_mask", key_valid_mask)
+    if key_padding_mask is not None:
+        name, mask = "key_padding_mask", key_padding_mask
+    else:
+        name, mask = "key_valid_mask", key_valid_mask
     if mask is None:
         return None
     check_tensor(op, name, mask, 2, "(B, Tk) bool")
@@ -117,7 +122,8 @@ def check_dropout(op: str, dropout_p, seed) -> None:
         _fail(op, "dropout_p", "in [0, 1)", dropout_p, "dropout_p=1 would drop everything; use 0 <= p < 1")
     if seed is not None:
         if isinstance(seed, bool) or not isinstance(seed, int):
-            _fail(op, "seed", "an int or None", _describe(seed), "pass seed=None to draw one from torch's generator", TypeError)
+            _fail(op, "seed", "an int or None", _describe(seed),
+                  "pass seed=None to draw one from torch's generator", TypeError)
         if not 0 <= seed < 2**63:
             _fail(op, "seed", "in [0, 2**63)", seed, "reduce it, e.g. seed % 2**63")
 
@@ -152,4 +158,5 @@ def value_checks_enabled(t: torch.Tensor) -> bool:
 def check_finite(op: str, name: str, t: torch.Tensor) -> None:
     if value_checks_enabled(t) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
-        _fail(op, name, "finite", f"{bad} non-finite value(s)", "check the parameter's initialisation and learning rate")
+        _fail(op, name, "finite", f"{bad} non-finite value(s)",
+              "check the parameter's initialisation and learning rate")

@@ -10,7 +10,8 @@ DIFFERENTIABLE = (True, True, True, True, True, False, False, True)
 
 
 def _triton_args(log_gamma, alpha_logits, times, key_valid, key_bias, window, eps, dropout_p, seed, scale):
-    return dict(mod=2, key_valid=key_valid, key_bias=key_bias, mod_a=log_gamma.float().contiguous(),
+    return dict(mod="decay_attention", key_valid=key_valid, key_bias=key_bias,
+                mod_a=log_gamma.float().contiguous(),
                 mod_b=torch.log_softmax(alpha_logits.float(), dim=-1).contiguous(), times=times, causal=True,
                 window=window, eps=eps, dropout_p=dropout_p, seed=seed, scale=scale)
 

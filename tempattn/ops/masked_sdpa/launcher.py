@@ -8,7 +8,8 @@ DIFFERENTIABLE = (True, True, True, False, True)
 
 
 def _triton_args(key_valid, key_bias, causal, dropout_p, seed, scale):
-    return dict(mod=0, key_valid=key_valid, key_bias=key_bias, mod_a=None, mod_b=None, times=None, causal=causal,
+    return dict(mod="masked_sdpa", key_valid=key_valid, key_bias=key_bias,
+                mod_a=None, mod_b=None, times=None, causal=causal,
                 window=-1, eps=0.0, dropout_p=dropout_p, seed=seed, scale=scale)
 
 

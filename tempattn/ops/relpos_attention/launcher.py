@@ -8,7 +8,8 @@ DIFFERENTIABLE = (True, True, True, True, False, True)
 
 
 def _triton_args(rel_bias, key_valid, key_bias, window, dropout_p, seed, scale):
-    return dict(mod=1, key_valid=key_valid, key_bias=key_bias, mod_a=rel_bias, mod_b=None, times=None, causal=True,
+    return dict(mod="relpos_attention", key_valid=key_valid, key_bias=key_bias,
+                mod_a=rel_bias, mod_b=None, times=None, causal=True,
                 window=window, eps=0.0, dropout_p=dropout_p, seed=seed, scale=scale)
 
 
