@@ -78,16 +78,21 @@ struct TimesDecayMod {
   acc_t offset(int64_t b, int64_t p, int64_t j) const {
     return std::max(times[b * Tk + p] - times[b * Tk + j], acc_t(0));
   }
-  void add_bias(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, acc_t* s) const {
-    using Vec = at::vec::Vectorized<acc_t>;
-    const acc_t* row = times + b * Tk;
-    const Vec now(row[p]);
-    int64_t c = 0;
-    for (; c + Vec::size() <= n; c += Vec::size()) {
-      const Vec delta = at::vec::maximum(now - Vec::loadu(row + j0 + c), Vec(acc_t(0)));
-      (Vec::loadu(s + c) + mix.log_mix(h, delta)).store(s + c);
+  // Past the last key, the lanes read zeros (masked by the core).
+  struct RowBias {
+    const DecayMixture<acc_t>* mix;
+    const acc_t* keys;  // times of keys j0, ...
+    acc_t now;
+    int64_t h, left;    // keys left in the row of times from j0 on
+    template <typename Vec>
+    Vec add(const Vec& x, int64_t c) const {
+      const Vec t = c + Vec::size() <= left ? Vec::loadu(keys + c)
+                                            : Vec::loadu(keys + c, static_cast<int>(std::max<int64_t>(left - c, 0)));
+      return x + mix->log_mix(h, at::vec::maximum(Vec(now) - t, Vec(acc_t(0))));
     }
-    for (; c < n; ++c) s[c] += mix.log_mix(h, offset(b, p, j0 + c));
+  };
+  RowBias row_bias(int64_t b, int64_t h, int64_t p, int64_t j0) const {
+    return {&mix, times + b * Tk + j0, times[b * Tk + p], h, Tk - j0};
   }
   int64_t grad_size() const { return 2 * mix.scales(); }
   void accumulate_grad(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, const acc_t* ds,

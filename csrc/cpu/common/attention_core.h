@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -34,6 +35,9 @@ struct RowView {
   T* row(int64_t b, int64_t h, int64_t t) const { return data + b * stride_b + h * stride_h + t * stride_t; }
 };
 
+// The most query rows of one score block.
+constexpr int64_t kMaxBlockRows = 64;
+
 struct AttentionGeometry {
   int64_t B, H, Tq, Tk, D, Dv;
   bool causal;
@@ -47,11 +51,11 @@ struct AttentionGeometry {
   // Causal with a window: each query row sees at most window + 1 keys.
   bool banded() const { return causal && window >= 0; }
   // Query rows per score block: narrow bands waste less of each block with fewer rows.
-  int64_t block_m() const { return banded() && window <= 128 ? 16 : 64; }
+  int64_t block_m() const { return banded() && window <= 128 ? 16 : kMaxBlockRows; }
   // Key columns per score block (a multiple of the vector width vec): in a band, the whole span
   // of one block's rows, up to 256.
   int64_t block_n(int64_t vec) const {
-    return banded() ? std::min<int64_t>((block_m() + window + vec - 1) / vec * vec, 256) : 64;
+    return banded() ? std::min<int64_t>((block_m() + window + vec - 1) / vec * vec, kMaxRowBiasColumns) : 64;
   }
   // Query rows per forward task; in a band, one pack of keys and values serves them all, so
   // longer tiles pack each key fewer times.
@@ -125,23 +129,75 @@ struct Span {
 };
 
 // Turns the raw dot products s[0, n) of query row (b, h, position p) against keys [j0, j0 + n)
-// into final scores: scale, key bias, modifier, and -inf outside the band or on padding.
+// into final scores: scale, key bias, modifier, and -inf outside the band or on padding; one
+// vectorised pass over the whole vectors [0, padded(n)) (the score rows are padded; columns past
+// n become -inf). Writes the row's max score to *max_out.
 template <typename scalar_t, typename acc_t, typename Mod>
 Span finish_scores(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, int64_t b, int64_t h, int64_t p,
-                   int64_t j0, int64_t n, acc_t* s) {
+                   int64_t j0, int64_t n, acc_t* s, acc_t* max_out = nullptr) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t W = Vec::size();
   const auto& g = in.geo;
+  const int64_t n_padded = padded<acc_t>(n);
   const Span span{std::max<int64_t>(g.first_key(p) - j0, 0), std::min<int64_t>(g.last_key(p) - j0 + 1, n)};
   if (span.empty()) {
-    std::fill(s, s + n, neg_inf<acc_t>());
+    std::fill(s, s + n_padded, neg_inf<acc_t>());
+    if (max_out != nullptr) *max_out = neg_inf<acc_t>();
     return span;
   }
-  scale_span(s, n, span.lo, span.hi, in.scale);
-  if (in.key_bias != nullptr) add_row(s + span.lo, in.key_bias + (b * g.H + h) * g.Tk + j0 + span.lo, span.hi - span.lo);
-  mod.add_bias(b, h, p, j0 + span.lo, span.hi - span.lo, s + span.lo);
+  const auto bias = mod.row_bias(b, h, p, j0);
+  const acc_t* key_bias = in.key_bias == nullptr ? nullptr : in.key_bias + (b * g.H + h) * g.Tk + j0;
+  const int64_t key_left = g.Tk - j0;
+#if defined(CPU_CAPABILITY_AVX512)
+  // Float rows: lane masks as bit masks, and the max without at::vec::maximum's NaN blends (any
+  // NaN is tracked apart and makes the max NaN, as before).
+  if constexpr (std::is_same_v<acc_t, float>) {
+    static_assert(W == 16);
+    const __m512 vscale = _mm512_set1_ps(in.scale), vinf = _mm512_set1_ps(neg_inf<float>());
+    __m512 vmax = vinf;
+    __mmask16 nan_lanes = 0;
+    for (int64_t c = 0; c < n_padded; c += W) {
+      Vec x = Vec(_mm512_mul_ps(_mm512_loadu_ps(s + c), vscale));
+      if (key_bias != nullptr)
+        x = x + (c + W <= key_left ? Vec::loadu(key_bias + c) : Vec::loadu(key_bias + c, static_cast<int>(key_left - c)));
+      x = bias.add(x, c);
+      const int64_t from = std::clamp<int64_t>(span.lo - c, 0, W), to = std::clamp<int64_t>(span.hi - c, 0, W);
+      const __mmask16 keep = static_cast<__mmask16>(((1u << to) - 1u) & ~((1u << from) - 1u));
+      const __m512 y = _mm512_mask_mov_ps(vinf, keep, __m512(x));
+      _mm512_storeu_ps(s + c, y);
+      nan_lanes |= _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q);
+      vmax = _mm512_max_ps(vmax, y);
+    }
+    if (in.key_valid != nullptr) {
+      const bool* valid = in.key_valid + b * g.Tk + j0;
+      for (int64_t c = span.lo; c < span.hi; ++c)
+        if (!valid[c]) s[c] = neg_inf<acc_t>();
+      if (max_out != nullptr) *max_out = row_max(s, n);
+    } else if (max_out != nullptr) {
+      *max_out = nan_lanes != 0 ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(vmax);
+    }
+    return span;
+  }
+#endif
+  const Vec vlo(static_cast<acc_t>(span.lo)), vhi(static_cast<acc_t>(span.hi)), vscale(in.scale), vinf(neg_inf<acc_t>());
+  Vec vmax = vinf;
+  for (int64_t c = 0; c < n_padded; c += W) {
+    Vec x = Vec::loadu(s + c) * vscale;
+    if (key_bias != nullptr)
+      x = x + (c + W <= key_left ? Vec::loadu(key_bias + c) : Vec::loadu(key_bias + c, static_cast<int>(key_left - c)));
+    x = bias.add(x, c);
+    const Vec col = Vec::arange(static_cast<acc_t>(c), acc_t(1));
+    x = Vec::blendv(vinf, x, (col >= vlo) & (col < vhi));
+    x.store(s + c);
+    vmax = at::vec::maximum(vmax, x);
+  }
   if (in.key_valid != nullptr) {
     const bool* valid = in.key_valid + b * g.Tk + j0;
     for (int64_t c = span.lo; c < span.hi; ++c)
       if (!valid[c]) s[c] = neg_inf<acc_t>();
+    if (max_out != nullptr) *max_out = row_max(s, n);
+  } else if (max_out != nullptr) {
+    *max_out = at::vec::vec_reduce_all<acc_t>([](const Vec& a, const Vec& c) { return at::vec::maximum(a, c); }, vmax);
   }
   return span;
 }
@@ -220,11 +276,12 @@ struct ForwardScratch {
         keys_t(g.D * ld_keys, acc_t(0)), values(g.banded() ? g.tile_span() * ld_v : 0) {}
 };
 
-// Folds score row s[0, n) into the running (max, sum) of its query row and turns s into
+// Folds score row s[0, n), whose max is s_max, into the running (max, sum) of its query row and turns s into
 // unnormalised probabilities; rescales the output row when the running max grows.
 template <typename acc_t>
-void online_softmax_step(acc_t* s, int64_t n, acc_t& run_max, acc_t& run_sum, acc_t* out_row, int64_t ld_v) {
-  const acc_t new_max = std::max(run_max, row_max(s, n));
+void online_softmax_step(acc_t* s, int64_t n, acc_t s_max, acc_t& run_max, acc_t& run_sum, acc_t* out_row,
+                         int64_t ld_v) {
+  const acc_t new_max = std::max(run_max, s_max);
   if (new_max == neg_inf<acc_t>()) {
     std::fill(s, s + n, acc_t(0));
     return;
@@ -263,10 +320,13 @@ void forward_rows(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
     gemm(m, padded<acc_t>(n), g.D, sc.q.data() + r0 * sc.ld_q, sc.ld_q, kv.key_block(j0), kv.ld_keys,
          sc.scores.data(), bn, false);
     // Two passes over the rows, so that the rows' independent dependency chains overlap.
-    for (int64_t r = 0; r < m; ++r) finish_scores(in, mod, b, h, g.position(i0 + r), j0, n, sc.scores.data() + r * bn);
+    acc_t block_max[kMaxBlockRows];
+    for (int64_t r = 0; r < m; ++r)
+      finish_scores(in, mod, b, h, g.position(i0 + r), j0, n, sc.scores.data() + r * bn, &block_max[r]);
     for (int64_t r = 0; r < m; ++r) {
       acc_t* s = sc.scores.data() + r * bn;
-      online_softmax_step(s, n, sc.row_max[r0 + r], sc.row_sum[r0 + r], sc.out.data() + (r0 + r) * sc.ld_v, sc.ld_v);
+      online_softmax_step(s, n, block_max[r], sc.row_max[r0 + r], sc.row_sum[r0 + r],
+                          sc.out.data() + (r0 + r) * sc.ld_v, sc.ld_v);
       if (in.dropout.active) apply_dropout(in.dropout, b, h, i0 + r, j0, n, s);
     }
     for (int64_t r = 0; r < m; r += kGemmRows)

@@ -1,5 +1,11 @@
 // Score modifiers plugged into the attention core. A modifier provides
-//   void add_bias(b, h, p, j0, n, acc_t* s) const       s[c] += m(b, h, p, j0 + c) for c < n
+//   RowBias row_bias(b, h, p, j0) const                 the bias of query row (b, h, p) against keys
+//                                                       j0, j0 + 1, ...: RowBias::add(x, c) returns
+//                                                       the vector x plus m(b, h, p, j0 + c + lane);
+//                                                       called for whole vectors of columns
+//                                                       c < kMaxRowBiasColumns, only when p >= j0, and
+//                                                       must stay in bounds (lanes past the admissible
+//                                                       keys may hold anything, the core masks them)
 //   int64_t grad_size() const                           length of one (b, h) gradient partial
 //   void accumulate_grad(b, h, p, j0, n, const acc_t* ds, acc_t* partial) const
 //                                                       folds dS of those scores into the partial
@@ -14,8 +20,13 @@ namespace tempattn::cpu {
 
 // Plain attention: no modifier, no parameter gradient.
 struct NoMod {
-  template <typename acc_t>
-  void add_bias(int64_t, int64_t, int64_t, int64_t, int64_t, acc_t*) const {}
+  struct RowBias {
+    template <typename Vec>
+    Vec add(const Vec& x, int64_t) const {
+      return x;
+    }
+  };
+  RowBias row_bias(int64_t, int64_t, int64_t, int64_t) const { return {}; }
   int64_t grad_size() const { return 0; }
   template <typename acc_t>
   void accumulate_grad(int64_t, int64_t, int64_t, int64_t, int64_t, const acc_t*, acc_t*) const {}
@@ -27,22 +38,31 @@ struct NoMod {
 // (length) in the same reversed order, from which the operator derives its parameter gradients.
 template <typename acc_t>
 struct OffsetTableMod {
-  std::vector<acc_t> reversed;  // (H, length)
-  int64_t length;
+  std::vector<acc_t> reversed;  // (H, stride): length slots, then kMaxRowBiasColumns of zero padding
+  int64_t length, stride;
 
   static int64_t slot(int64_t length, int64_t delta) { return length - 1 - delta; }
 
   // table(h, Delta) gives m_h(Delta).
   template <typename TableFn>
   static OffsetTableMod build(int64_t H, int64_t length, const TableFn& table) {
-    OffsetTableMod mod{std::vector<acc_t>(H * length), length};
+    const int64_t stride = length + kMaxRowBiasColumns;
+    OffsetTableMod mod{std::vector<acc_t>(H * stride, acc_t(0)), length, stride};
     for (int64_t h = 0; h < H; ++h)
-      for (int64_t d = 0; d < length; ++d) mod.reversed[h * length + slot(length, d)] = table(h, d);
+      for (int64_t d = 0; d < length; ++d) mod.reversed[h * stride + slot(length, d)] = table(h, d);
     return mod;
   }
 
-  void add_bias(int64_t, int64_t h, int64_t p, int64_t j0, int64_t n, acc_t* s) const {
-    add_row(s, reversed.data() + h * length + slot(length, p - j0), n);
+  // Keys j0 + c read slot(p - j0) + c <= length - 1 + c: the padding keeps whole vectors in bounds.
+  struct RowBias {
+    const acc_t* slots;
+    template <typename Vec>
+    Vec add(const Vec& x, int64_t c) const {
+      return x + Vec::loadu(slots + c);
+    }
+  };
+  RowBias row_bias(int64_t, int64_t h, int64_t p, int64_t j0) const {
+    return {reversed.data() + h * stride + slot(length, p - j0)};
   }
   int64_t grad_size() const { return length; }
   void accumulate_grad(int64_t, int64_t, int64_t p, int64_t j0, int64_t n, const acc_t* ds, acc_t* partial) const {

@@ -23,6 +23,10 @@ int64_t padded(int64_t n) {
   return (n + vec_size<T>() - 1) / vec_size<T>() * vec_size<T>();
 }
 
+// The most key columns of one score block (see AttentionGeometry::block_n); score modifiers
+// keep whole-vector reads of that many columns in bounds.
+constexpr int64_t kMaxRowBiasColumns = 256;
+
 template <typename T>
 constexpr T neg_inf() {
   return -std::numeric_limits<T>::infinity();
@@ -167,21 +171,6 @@ void add_row(T* dst, const T* src, int64_t n) {
   int64_t c = 0;
   for (; c + Vec::size() <= n; c += Vec::size()) (Vec::loadu(dst + c) + Vec::loadu(src + c)).store(dst + c);
   for (; c < n; ++c) dst[c] += src[c];
-}
-
-// x[c] *= factor for c in [lo, hi), x[c] = -inf elsewhere, c < n: one pass with lane masks.
-template <typename T>
-void scale_span(T* x, int64_t n, int64_t lo, int64_t hi, T factor) {
-  using Vec = at::vec::Vectorized<T>;
-  constexpr int64_t W = Vec::size();
-  const Vec vlo(static_cast<T>(lo)), vhi(static_cast<T>(hi)), vfactor(factor), vinf(neg_inf<T>());
-  int64_t c = 0;
-  for (; c + W <= n; c += W) {
-    const Vec col = Vec::arange(static_cast<T>(c), T(1));
-    const Vec x_c = Vec::loadu(x + c);
-    Vec::blendv(vinf, x_c * vfactor, (col >= vlo) & (col < vhi)).store(x + c);
-  }
-  for (; c < n; ++c) x[c] = lo <= c && c < hi ? x[c] * factor : neg_inf<T>();
 }
 
 template <typename T>
