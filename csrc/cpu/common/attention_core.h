@@ -128,6 +128,31 @@ struct Span {
   bool empty() const { return hi <= lo; }
 };
 
+// x + key_bias[c, c + W), reading only the key_left columns that exist at the end of the row.
+template <typename acc_t>
+at::vec::Vectorized<acc_t> add_key_bias(at::vec::Vectorized<acc_t> x, const acc_t* key_bias, int64_t c,
+                                        int64_t key_left) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  if (key_bias == nullptr) return x;
+  if (c + Vec::size() <= key_left) return x + Vec::loadu(key_bias + c);
+  return x + Vec::loadu(key_bias + c, static_cast<int>(key_left - c));
+}
+
+// Sets the span's padded keys to -inf and writes the row max to *max_out: the finished pass's own
+// max (loop_max(), computed only when needed) unless padding changed the row.
+template <typename scalar_t, typename acc_t, typename LoopMax>
+void mask_padding_and_report_max(const AttentionInputs<scalar_t, acc_t>& in, int64_t b, int64_t j0, Span span,
+                                 acc_t* s, int64_t n, acc_t* max_out, const LoopMax& loop_max) {
+  if (in.key_valid != nullptr) {
+    const bool* valid = in.key_valid + b * in.geo.Tk + j0;
+    for (int64_t c = span.lo; c < span.hi; ++c)
+      if (!valid[c]) s[c] = neg_inf<acc_t>();
+    if (max_out != nullptr) *max_out = row_max(s, n);
+  } else if (max_out != nullptr) {
+    *max_out = loop_max();
+  }
+}
+
 // Turns the raw dot products s[0, n) of query row (b, h, position p) against keys [j0, j0 + n)
 // into final scores: scale, key bias, modifier, and -inf outside the band or on padding; one
 // vectorised pass over the whole vectors [0, padded(n)) (the score rows are padded; columns past
@@ -158,8 +183,7 @@ Span finish_scores(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, i
     __mmask16 nan_lanes = 0;
     for (int64_t c = 0; c < n_padded; c += W) {
       Vec x = Vec(_mm512_mul_ps(_mm512_loadu_ps(s + c), vscale));
-      if (key_bias != nullptr)
-        x = x + (c + W <= key_left ? Vec::loadu(key_bias + c) : Vec::loadu(key_bias + c, static_cast<int>(key_left - c)));
+      x = add_key_bias(x, key_bias, c, key_left);
       x = bias.add(x, c);
       const int64_t from = std::clamp<int64_t>(span.lo - c, 0, W), to = std::clamp<int64_t>(span.hi - c, 0, W);
       const __mmask16 keep = static_cast<__mmask16>(((1u << to) - 1u) & ~((1u << from) - 1u));
@@ -168,14 +192,9 @@ Span finish_scores(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, i
       nan_lanes |= _mm512_cmp_ps_mask(y, y, _CMP_UNORD_Q);
       vmax = _mm512_max_ps(vmax, y);
     }
-    if (in.key_valid != nullptr) {
-      const bool* valid = in.key_valid + b * g.Tk + j0;
-      for (int64_t c = span.lo; c < span.hi; ++c)
-        if (!valid[c]) s[c] = neg_inf<acc_t>();
-      if (max_out != nullptr) *max_out = row_max(s, n);
-    } else if (max_out != nullptr) {
-      *max_out = nan_lanes != 0 ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(vmax);
-    }
+    mask_padding_and_report_max(in, b, j0, span, s, n, max_out, [&] {
+      return nan_lanes != 0 ? std::numeric_limits<float>::quiet_NaN() : _mm512_reduce_max_ps(vmax);
+    });
     return span;
   }
 #endif
@@ -183,22 +202,16 @@ Span finish_scores(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, i
   Vec vmax = vinf;
   for (int64_t c = 0; c < n_padded; c += W) {
     Vec x = Vec::loadu(s + c) * vscale;
-    if (key_bias != nullptr)
-      x = x + (c + W <= key_left ? Vec::loadu(key_bias + c) : Vec::loadu(key_bias + c, static_cast<int>(key_left - c)));
+    x = add_key_bias(x, key_bias, c, key_left);
     x = bias.add(x, c);
     const Vec col = Vec::arange(static_cast<acc_t>(c), acc_t(1));
     x = Vec::blendv(vinf, x, (col >= vlo) & (col < vhi));
     x.store(s + c);
     vmax = at::vec::maximum(vmax, x);
   }
-  if (in.key_valid != nullptr) {
-    const bool* valid = in.key_valid + b * g.Tk + j0;
-    for (int64_t c = span.lo; c < span.hi; ++c)
-      if (!valid[c]) s[c] = neg_inf<acc_t>();
-    if (max_out != nullptr) *max_out = row_max(s, n);
-  } else if (max_out != nullptr) {
-    *max_out = at::vec::vec_reduce_all<acc_t>([](const Vec& a, const Vec& c) { return at::vec::maximum(a, c); }, vmax);
-  }
+  mask_padding_and_report_max(in, b, j0, span, s, n, max_out, [&] {
+    return at::vec::vec_reduce_all<acc_t>([](const Vec& a, const Vec& c) { return at::vec::maximum(a, c); }, vmax);
+  });
   return span;
 }
 
