@@ -44,6 +44,11 @@ _HAS_TRITON = _module_exists("triton")
 _HAS_TRITON_KERNELS = _module_exists("tempattn.kernels.common")
 
 
+def extension_loaded() -> bool:
+    """Whether tempattn._C imported (its ops are registered)."""
+    return _EXTENSION[0]
+
+
 def _cpu_reason():
     loaded, has_cpu, _, reason = _EXTENSION
     if not loaded:

@@ -2,6 +2,7 @@
 // decays, m = log(sum_s a_hs * gamma_hs^Delta + eps). With position offsets the modifier is
 // tabulated per (h, Delta) (an OffsetTableMod, O(H * Tk)); with timestamps it is evaluated per
 // score (TimesDecayMod).
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <cmath>

@@ -1,5 +1,6 @@
 // relpos_attention on the CPU: the tiled attention core with a relative-position bias looked up
 // per offset, m = rel_bias[h, min(Delta, R - 1)].
+#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include "cpu/common/attention_launch.h"

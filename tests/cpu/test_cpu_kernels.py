@@ -99,6 +99,9 @@ CASES = [
     ("decay", (2, 2, 90, 130, 16, 16), dict(window=33, times=True)),
     ("decay", (2, 2, 70, 70, 16, 8), dict(times=True, mask=True, eps=0.0)),
     ("decay", (3, 5, 1, 1, 8, 8), dict(window=300, eps=0.5)),
+    # Narrow bands over more than 1024 keys: several backward key chunks per head.
+    ("relpos", (1, 2, 2300, 2300, 8, 8), dict(window=40, mask=True)),
+    ("decay", (1, 2, 2100, 2300, 8, 8), dict(window=100, times=True)),
 ]
 
 
@@ -216,13 +219,14 @@ def test_dropout_keep_mask_is_applied_exactly():
     torch.testing.assert_close(out, keep.double() / T / (1 - p), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("B,Tq,Tk", [(3, 150, 200), (1, 2500, 2600)], ids=["one-chunk", "many-chunks"])
 @pytest.mark.parametrize("op", OPS)
-def test_backward_bitwise_deterministic_across_thread_counts(op):
+def test_backward_bitwise_deterministic_across_thread_counts(op, B, Tq, Tk):
     gen = torch.Generator().manual_seed(17)
-    t = make_inputs(op, 3, 3, 150, 200, 32, 32, torch.float32, window=40 if op != "masked_sdpa" else None,
+    t = make_inputs(op, B, 3, Tq, Tk, 32, 32, torch.float32, window=40 if op != "masked_sdpa" else None,
                     key_bias_shape="bt", gen=gen)
-    kw = dict(causal=True, window=40 if op != "masked_sdpa" else None, key_valid_mask=random_mask(3, 200, gen),
-              times=increasing_times(3, 200, gen, torch.float32) if op == "decay" else None)
+    kw = dict(causal=True, window=40 if op != "masked_sdpa" else None, key_valid_mask=random_mask(B, Tk, gen),
+              times=increasing_times(B, Tk, gen, torch.float32) if op == "decay" else None)
     threads = torch.get_num_threads()
     try:
         runs = []

@@ -265,13 +265,17 @@ struct PackedKeysValues {
   PackedKeysValues(const AttentionInputs<scalar_t, acc_t>& in) {
     const auto& g = in.geo;
     const int64_t ld_keys = g.Tk + vec_size<acc_t>(), ld_values = padded<acc_t>(g.Dv);
-    keys_t = Buffer<acc_t>(g.B * g.H * g.D * ld_keys);
-    if (!reads_values_in_place<scalar_t, acc_t>(g)) values = Buffer<acc_t>(g.B * g.H * g.Tk * ld_values);
+    // Every row and column is written below: the packs need no zeroing pass.
+    keys_t = Buffer<acc_t>::uninitialized(g.B * g.H * g.D * ld_keys);
+    if (!reads_values_in_place<scalar_t, acc_t>(g)) values = Buffer<acc_t>::uninitialized(g.B * g.H * g.Tk * ld_values);
     panels.resize(g.B * g.H);
     at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t bh = begin; bh < end; ++bh)
-        panels[bh] = pack_keys_values(in, bh / g.H, bh % g.H, 0, g.Tk, keys_t.data() + bh * g.D * ld_keys, ld_keys,
+      for (int64_t bh = begin; bh < end; ++bh) {
+        acc_t* head_keys_t = keys_t.data() + bh * g.D * ld_keys;
+        for (int64_t d = 0; d < g.D; ++d) std::fill(head_keys_t + d * ld_keys + g.Tk, head_keys_t + (d + 1) * ld_keys, acc_t(0));
+        panels[bh] = pack_keys_values(in, bh / g.H, bh % g.H, 0, g.Tk, head_keys_t, ld_keys,
                                       values.empty() ? nullptr : values.data() + bh * g.Tk * ld_values, ld_values);
+      }
     });
   }
 };
@@ -396,9 +400,12 @@ void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mo
 
 // The backward's fixed partition of each (b, h)'s keys into chunks, a function of the shape
 // only: enough (b, h, chunk) tasks for 16 threads, chunks of >= 256 keys, and the dQ partials of
-// all chunks within 2^24 values. Chunk c owns dK, dV and d key_bias of keys [k0(c), k1(c)) and
+// all chunks within 2^24 values. In a narrow band a chunk's dQ partial spans just its keys plus
+// the window, so chunks there stay short (kBandChunkKeys), keeping each task's packs cache-sized. Chunk c owns dK, dV and d key_bias of keys [k0(c), k1(c)) and
 // writes dQ partials for the query rows [i_lo(c), i_hi(c)) that can see them, stacked at
 // dq_offset(c) rows; the partials are summed in chunk order afterwards.
+constexpr int64_t kBandChunkKeys = 1024;
+
 struct KeyChunks {
   const AttentionGeometry& g;
   int64_t length, count;
@@ -407,7 +414,11 @@ struct KeyChunks {
   explicit KeyChunks(const AttentionGeometry& geo) : g(geo) {
     const int64_t by_threads = (16 + g.B * g.H - 1) / (g.B * g.H);
     const int64_t by_memory = std::max<int64_t>(1, (int64_t{1} << 24) / (g.B * g.H * g.Tq * std::max<int64_t>(g.D, 1)));
-    const int64_t wanted = std::max<int64_t>(1, std::min({by_threads, (g.Tk + 255) / 256, by_memory}));
+    // A narrow band's partials hold at most 2 * Tq rows whatever the chunk count.
+    const bool narrow_band = g.banded() && g.window <= kBandChunkKeys;
+    const int64_t by_band = narrow_band ? (g.Tk + kBandChunkKeys - 1) / kBandChunkKeys : 1;
+    const int64_t wanted = std::max<int64_t>(
+        1, std::min({std::max(by_threads, by_band), (g.Tk + 255) / 256, narrow_band ? g.Tk : by_memory}));
     length = (g.Tk + wanted - 1) / wanted;
     count = (g.Tk + length - 1) / length;
     dq_offsets.assign(count + 1, 0);
@@ -555,7 +566,9 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
   const KeyValidity validity(in.key_valid, g.B, g.Tk);
   const KeyChunks chunks(g);
   const int64_t BH = g.B * g.H, ld_d = padded<acc_t>(g.D), grad_size = mod.grad_size();
-  Buffer<acc_t> dq_partials(BH * chunks.dq_rows() * ld_d), mod_chunk_partials(BH * chunks.count * grad_size);
+  // Each chunk zeroes its own partials before accumulating into them.
+  auto dq_partials = Buffer<acc_t>::uninitialized(BH * chunks.dq_rows() * ld_d);
+  auto mod_chunk_partials = Buffer<acc_t>::uninitialized(BH * chunks.count * grad_size);
   // Chunk-major task order: the heaviest (first) causal chunks of every head start first.
   parallel_tasks(
       BH * chunks.count, [&] { return BackwardScratch<acc_t>(g, chunks.length); },

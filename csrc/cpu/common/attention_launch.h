@@ -4,13 +4,13 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 
 #include <optional>
 #include <tuple>
 #include <vector>
 
 #include "cpu/common/attention_core.h"
+#include "cpu/common/block_cache.h"
 #include "cpu/common/checks.h"
 
 namespace tempattn::cpu {
@@ -60,8 +60,8 @@ AttentionInputs<scalar_t, acc_t> make_inputs(const AttentionCall& c) {
 template <typename MakeMod>
 std::tuple<at::Tensor, at::Tensor> run_forward(const AttentionCall& c, const MakeMod& make_mod) {
   const at::Tensor& q = c.q;
-  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), c.v.size(3)}, q.options());
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, accumulate_options(q));
+  at::Tensor out = cached_empty({q.size(0), q.size(1), q.size(2), c.v.size(3)}, q.options());
+  at::Tensor lse = cached_empty({q.size(0), q.size(1), q.size(2)}, accumulate_options(q));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "tempattn_cpu_forward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     attention_forward(make_inputs<scalar_t, acc_t>(c), make_mod(AccTag<acc_t>{}), out.mutable_data_ptr<scalar_t>(),
@@ -89,14 +89,14 @@ BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, 
                             const at::Tensor& lse, const MakeMod& make_mod) {
   const at::Tensor& q = c.q;
   BackwardResult r;
-  r.dq = at::empty(q.sizes(), q.options());
-  r.dk = at::empty(c.k.sizes(), q.options());
-  r.dv = at::empty(c.v.sizes(), q.options());
-  if (c.key_bias) r.dkey_bias = at::empty({q.size(0), q.size(1), c.k.size(2)}, accumulate_options(q));
+  r.dq = cached_empty(q.sizes(), q.options());
+  r.dk = cached_empty(c.k.sizes(), q.options());
+  r.dv = cached_empty(c.v.sizes(), q.options());
+  if (c.key_bias) r.dkey_bias = cached_empty({q.size(0), q.size(1), c.k.size(2)}, accumulate_options(q));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "tempattn_cpu_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto mod = make_mod(AccTag<acc_t>{});
-    r.mod_partials = at::empty({q.size(0), q.size(1), mod.grad_size()}, accumulate_options(q));
+    r.mod_partials = cached_empty({q.size(0), q.size(1), mod.grad_size()}, accumulate_options(q));
     const BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), delta.const_data_ptr<acc_t>(),
                                              lse.const_data_ptr<acc_t>()};
     const AttentionGrads<scalar_t, acc_t> grads{

@@ -1,11 +1,15 @@
-// Zero-initialised working memory taken from torch's CPU allocator rather than std::vector, so
-// the kernels' own O(T) buffers show up in torch's memory profiler next to their outputs.
+// Working memory taken from the block cache (block_cache.h) rather than std::vector, so the
+// kernels' own O(T) buffers show up in torch's memory profiler next to their outputs, and large
+// ones are reused across calls instead of faulted in afresh.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/zeros.h>
 #include <c10/core/ScalarType.h>
+
+#include <algorithm>
 #include <cstdint>
+
+#include "cpu/common/block_cache.h"
 
 namespace tempattn::cpu {
 
@@ -13,10 +17,16 @@ template <typename T>
 class Buffer {
  public:
   Buffer() = default;
-  explicit Buffer(int64_t n)
-      : storage_(at::zeros({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value))),
-        data_(storage_.data_ptr<T>()),
-        size_(n) {}
+  // n zeros.
+  explicit Buffer(int64_t n) : Buffer(uninitialized(n)) { std::fill(begin(), end(), T(0)); }
+  // n values for the caller to write before reading.
+  static Buffer uninitialized(int64_t n) {
+    Buffer buffer;
+    buffer.storage_ = cached_empty({n}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    buffer.data_ = buffer.storage_.template mutable_data_ptr<T>();
+    buffer.size_ = n;
+    return buffer;
+  }
   T* data() { return data_; }
   const T* data() const { return data_; }
   int64_t size() const { return size_; }

@@ -17,7 +17,8 @@ def fake_outputs(q: torch.Tensor, v: torch.Tensor):
 def row_delta(grad_out: torch.Tensor, out: torch.Tensor, grad_lse: torch.Tensor) -> torch.Tensor:
     """D_i = rowsum(dO * O) - dlse_i, the per-row term of dS = P * (dP - D)."""
     acc = accumulate_dtype(out.dtype)
-    return (grad_out.to(acc) * out.to(acc)).sum(-1) - grad_lse.to(acc)
+    # A batched dot product: no (B, H, T, Dv) product tensor, unlike (dO * O).sum(-1).
+    return torch.einsum("bhtd,bhtd->bht", grad_out.to(acc), out.to(acc)) - grad_lse.to(acc)
 
 
 def reference_backward(forward: Callable, tensors: Sequence[Optional[torch.Tensor]], differentiable: Sequence[bool],
