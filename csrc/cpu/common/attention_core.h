@@ -439,17 +439,37 @@ struct BackwardScratch {
   Buffer<acc_t> keys, keys_t, values_t;         // the chunk's (length, ld_d), (D, ld_keys), (Dv, ld_keys)
   Buffer<acc_t> dkeys, dvalues;                 // (length, ld_d), (length, ld_v)
   std::vector<acc_t> q, grad_out;               // (bm, ld_d), (bm, ld_v)
-  std::vector<acc_t> probs, dscores;            // (bm, bn): P, then dP -> dS
-  std::vector<acc_t> probs_t, dscores_t;        // (bn, bm): dropped-out P^T and dS^T
+  std::vector<acc_t> probs, dscores;            // (bm, bn): P, then dropped-out P; dP, then dS
   BackwardScratch(const AttentionGeometry& g, int64_t length)
       : bm(g.block_m()), bn(g.block_n(vec_size<acc_t>())), ld_d(padded<acc_t>(g.D)), ld_v(padded<acc_t>(g.Dv)),
         ld_keys(length + vec_size<acc_t>()), keys(length * ld_d), keys_t(g.D * ld_keys),
         values_t(g.Dv * ld_keys), dkeys(length * ld_d), dvalues(length * ld_v), q(bm * ld_d),
-        grad_out(bm * ld_v), probs(bm * bn), dscores(bm * bn), probs_t(bn * bm), dscores_t(bn * bm) {}
+        grad_out(bm * ld_v), probs(bm * bn), dscores(bm * bn) {}
 };
 
+// ds[c] = p[c] * (ds[c] * keep(c) - delta), then p[c] *= keep(c), for c < n: dS from dP, and the
+// dropped-out P that multiplies dO into dV.
+template <typename acc_t>
+void scores_gradient(const DropoutMask& dropout, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, acc_t delta,
+                     acc_t* p, acc_t* ds) {
+  if (dropout.active) {
+    const acc_t keep_scale = static_cast<acc_t>(dropout.keep_scale);
+    for (int64_t c = 0; c < n; ++c) {
+      const acc_t keep = dropout.keep(b, h, i, j0 + c) ? keep_scale : acc_t(0);
+      ds[c] = p[c] * (ds[c] * keep - delta);
+      p[c] *= keep;
+    }
+    return;
+  }
+  using Vec = at::vec::Vectorized<acc_t>;
+  const Vec vdelta(delta);
+  int64_t c = 0;
+  for (; c + Vec::size() <= n; c += Vec::size()) (Vec::loadu(p + c) * (Vec::loadu(ds + c) - vdelta)).store(ds + c);
+  for (; c < n; ++c) ds[c] = p[c] * (ds[c] - delta);
+}
+
 // Recomputes P for one query row of a key block from its saved lse, and turns dP (in ds) into
-// dS = P * (dP * keep - delta); stores the transposes of dropped-out P and dS in column r.
+// dS = P * (dP * keep - delta), leaving the dropped-out P in place of P.
 template <typename scalar_t, typename acc_t, typename Mod>
 void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
                   const Mod& mod, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, int64_t r,
@@ -461,19 +481,12 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
   const acc_t row_lse = bw.lse[row];
   const Span span = finish_scores(in, mod, b, h, p, j0, n, s);
   if (span.empty() || row_lse == neg_inf<acc_t>()) {
-    for (int64_t c = 0; c < n; ++c) sc.probs_t[c * sc.bm + r] = sc.dscores_t[c * sc.bm + r] = ds[c] = acc_t(0);
+    std::fill(s, s + n, acc_t(0));
+    std::fill(ds, ds + n, acc_t(0));
     return;
   }
   exp_shifted_sum(s, n, row_lse);
-  const acc_t delta = bw.delta[row];
-  const acc_t keep_scale = static_cast<acc_t>(in.dropout.keep_scale);
-  for (int64_t c = 0; c < n; ++c) {
-    const acc_t keep = !in.dropout.active ? acc_t(1) : in.dropout.keep(b, h, i, j0 + c) ? keep_scale : acc_t(0);
-    const acc_t dscore = s[c] * (ds[c] * keep - delta);
-    sc.probs_t[c * sc.bm + r] = s[c] * keep;
-    sc.dscores_t[c * sc.bm + r] = dscore;
-    ds[c] = dscore;
-  }
+  scores_gradient(in.dropout, b, h, i, j0, n, bw.delta[row], s, ds);
   if (dkey_bias != nullptr) add_row(dkey_bias + j0 + span.lo, ds + span.lo, span.hi - span.lo);
   mod.accumulate_grad(b, h, p, j0 + span.lo, span.hi - span.lo, ds + span.lo, mod_partial);
 }
@@ -491,10 +504,10 @@ void backward_block(const AttentionInputs<scalar_t, acc_t>& in, const BackwardIn
        sc.bn, false);
   for (int64_t r = 0; r < m; ++r) backward_row(in, bw, mod, b, h, i0 + r, j0, n, r, sc, dkey_bias, mod_partial);
   gemm(m, sc.ld_d, n, sc.dscores.data(), sc.bn, sc.keys.data() + jc * sc.ld_d, sc.ld_d, dq, sc.ld_d, true);
-  gemm(n, sc.ld_d, m, sc.dscores_t.data(), sc.bm, sc.q.data(), sc.ld_d, sc.dkeys.data() + jc * sc.ld_d, sc.ld_d,
-       true);
-  gemm(n, sc.ld_v, m, sc.probs_t.data(), sc.bm, sc.grad_out.data(), sc.ld_v, sc.dvalues.data() + jc * sc.ld_v,
-       sc.ld_v, true);
+  gemm_transposed_a(n, sc.ld_d, m, sc.dscores.data(), sc.bn, sc.q.data(), sc.ld_d, sc.dkeys.data() + jc * sc.ld_d,
+                    sc.ld_d, true);
+  gemm_transposed_a(n, sc.ld_v, m, sc.probs.data(), sc.bn, sc.grad_out.data(), sc.ld_v,
+                    sc.dvalues.data() + jc * sc.ld_v, sc.ld_v, true);
 }
 
 // Keys [k0, k1) of (b, h) = bh against the query rows [i_lo, i_hi) that can see them: writes

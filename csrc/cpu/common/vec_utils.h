@@ -33,7 +33,8 @@ constexpr T neg_inf() {
 }
 
 // C[ROWS][NV vectors] (+)= A[ROWS][K] * B[K][NV vectors]: the accumulators stay in registers.
-template <typename T, int ROWS, int NV>
+// A(r, k) is A[r * lda + k], or A[k * lda + r] when kTransposedA (A stored as its transpose).
+template <typename T, int ROWS, int NV, bool kTransposedA>
 inline void gemm_microkernel(int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
                              bool accumulate) {
   using Vec = at::vec::Vectorized<T>;
@@ -45,7 +46,7 @@ inline void gemm_microkernel(int64_t K, const T* A, int64_t lda, const T* B, int
     Vec b[NV];
     for (int c = 0; c < NV; ++c) b[c] = Vec::loadu(B + k * ldb + c * W);
     for (int r = 0; r < ROWS; ++r) {
-      const Vec a(A[r * lda + k]);
+      const Vec a(kTransposedA ? A[k * lda + r] : A[r * lda + k]);
       for (int c = 0; c < NV; ++c) acc[r][c] = at::vec::fmadd(a, b[c], acc[r][c]);
     }
   }
@@ -59,7 +60,7 @@ constexpr int wide_vectors() {
   return sizeof(at::vec::Vectorized<T>) >= 64 ? 4 : 2;
 }
 
-template <typename T, int ROWS>
+template <typename T, int ROWS, bool kTransposedA>
 inline void gemm_row_block(int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
                            bool accumulate) {
   constexpr int64_t W = vec_size<T>();
@@ -69,16 +70,16 @@ inline void gemm_row_block(int64_t N, int64_t K, const T* A, int64_t lda, const 
     // A last run of 5 vectors in one pass (20 accumulators) rather than 4 + 1.
     if constexpr (NV == 4) {
       if (N - j == 5 * W) {
-        gemm_microkernel<T, ROWS, 5>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+        gemm_microkernel<T, ROWS, 5, kTransposedA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
         return;
       }
     }
-    gemm_microkernel<T, ROWS, NV>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
+    gemm_microkernel<T, ROWS, NV, kTransposedA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate);
   }
   switch ((N - j) / W) {
-    case 3: gemm_microkernel<T, ROWS, 3>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
-    case 2: gemm_microkernel<T, ROWS, 2>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
-    case 1: gemm_microkernel<T, ROWS, 1>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
+    case 3: gemm_microkernel<T, ROWS, 3, kTransposedA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
+    case 2: gemm_microkernel<T, ROWS, 2, kTransposedA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
+    case 1: gemm_microkernel<T, ROWS, 1, kTransposedA>(K, A, lda, B + j, ldb, C + j, ldc, accumulate); break;
     default: break;
   }
 }
@@ -86,21 +87,36 @@ inline void gemm_row_block(int64_t N, int64_t K, const T* A, int64_t lda, const 
 // Rows of C per microkernel call.
 constexpr int kGemmRows = 4;
 
+template <typename T, bool kTransposedA>
+void gemm_rows(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
+               bool accumulate) {
+  constexpr int ROWS = kGemmRows;
+  const int64_t row_step = kTransposedA ? 1 : lda;
+  int64_t i = 0;
+  for (; i + ROWS <= M; i += ROWS)
+    gemm_row_block<T, ROWS, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate);
+  switch (M - i) {
+    case 3: gemm_row_block<T, 3, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
+    case 2: gemm_row_block<T, 2, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
+    case 1: gemm_row_block<T, 1, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
+    default: break;
+  }
+}
+
 // C[M][N] (+)= A[M][K] * B[K][N], all row-major; N must be a multiple of the vector width
 // (B and C rows are padded), so columns past the logical width hold don't-care values.
 template <typename T>
 void gemm(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc,
           bool accumulate) {
-  constexpr int ROWS = kGemmRows;
-  int64_t i = 0;
-  for (; i + ROWS <= M; i += ROWS)
-    gemm_row_block<T, ROWS>(N, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate);
-  switch (M - i) {
-    case 3: gemm_row_block<T, 3>(N, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
-    case 2: gemm_row_block<T, 2>(N, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
-    case 1: gemm_row_block<T, 1>(N, K, A + i * lda, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
-    default: break;
-  }
+  gemm_rows<T, false>(M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+// C[M][N] (+)= At^T * B[K][N] for At[K][M] row-major (leading dim ldat): a GEMM on a transposed
+// operand without writing the transpose.
+template <typename T>
+void gemm_transposed_a(int64_t M, int64_t N, int64_t K, const T* At, int64_t ldat, const T* B, int64_t ldb, T* C,
+                       int64_t ldc, bool accumulate) {
+  gemm_rows<T, true>(M, N, K, At, ldat, B, ldb, C, ldc, accumulate);
 }
 
 #if defined(CPU_CAPABILITY_AVX512)
