@@ -49,13 +49,17 @@ class DecayMixture {
     using Vec = at::vec::Vectorized<acc_t>;
     Vec top(log_eps_);
     for (int64_t s = 0; s < S_; ++s) top = at::vec::maximum(top, term(h, s, delta));
-    Vec sum = (Vec(log_eps_) - top).exp();
-    for (int64_t s = 0; s < S_; ++s) sum = sum + (term(h, s, delta) - top).exp();
+    Vec sum = exp_vec(Vec(log_eps_) - top);
+    for (int64_t s = 0; s < S_; ++s) sum = sum + exp_vec(term(h, s, delta) - top);
     return top + sum.log();
   }
 
   // r_s = a_hs * gamma_hs^Delta / exp(m) = d m / d log a_hs; r_s * Delta = d m / d log_gamma_hs.
   acc_t responsibility(int64_t h, int64_t s, acc_t delta, acc_t m) const { return std::exp(term(h, s, delta) - m); }
+  at::vec::Vectorized<acc_t> responsibility(int64_t h, int64_t s, const at::vec::Vectorized<acc_t>& delta,
+                                            const at::vec::Vectorized<acc_t>& m) const {
+    return exp_vec(term(h, s, delta) - m);
+  }
 
  private:
   template <typename T>
@@ -76,10 +80,14 @@ struct TimesDecayMod {
   const acc_t* times;  // (B, Tk)
   int64_t Tk;
 
-  acc_t offset(int64_t b, int64_t p, int64_t j) const {
-    return std::max(times[b * Tk + p] - times[b * Tk + j], acc_t(0));
+  // Offsets from the query time `now` to keys [c, c + W) of the row of key times from j0 on
+  // (`left` of them exist): past the last key, the lanes read zeros (masked by the core).
+  static at::vec::Vectorized<acc_t> offsets(const acc_t* keys, acc_t now, int64_t c, int64_t left) {
+    using Vec = at::vec::Vectorized<acc_t>;
+    const Vec t = c + Vec::size() <= left ? Vec::loadu(keys + c)
+                                          : Vec::loadu(keys + c, static_cast<int>(std::max<int64_t>(left - c, 0)));
+    return at::vec::maximum(Vec(now) - t, Vec(acc_t(0)));
   }
-  // Past the last key, the lanes read zeros (masked by the core).
   struct RowBias {
     const DecayMixture<acc_t>* mix;
     const acc_t* keys;  // times of keys j0, ...
@@ -87,25 +95,30 @@ struct TimesDecayMod {
     int64_t h, left;    // keys left in the row of times from j0 on
     template <typename Vec>
     Vec add(const Vec& x, int64_t c) const {
-      const Vec t = c + Vec::size() <= left ? Vec::loadu(keys + c)
-                                            : Vec::loadu(keys + c, static_cast<int>(std::max<int64_t>(left - c, 0)));
-      return x + mix->log_mix(h, at::vec::maximum(Vec(now) - t, Vec(acc_t(0))));
+      return x + mix->log_mix(h, offsets(keys, now, c, left));
     }
   };
   RowBias row_bias(int64_t b, int64_t h, int64_t p, int64_t j0) const {
     return {&mix, times + b * Tk + j0, times[b * Tk + p], h, Tk - j0};
   }
   int64_t grad_size() const { return 2 * mix.scales(); }
+  // partial[s] += sum_c ds[c] * r_s(c), partial[S + s] += sum_c ds[c] * r_s(c) * Delta(c), a
+  // vector of keys at a time, lanes past n contributing ds = 0.
   void accumulate_grad(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, const acc_t* ds,
                        acc_t* partial) const {
+    using Vec = at::vec::Vectorized<acc_t>;
+    constexpr int64_t W = Vec::size();
     const int64_t S = mix.scales();
-    for (int64_t c = 0; c < n; ++c) {
-      if (ds[c] == acc_t(0)) continue;
-      const acc_t delta = offset(b, p, j0 + c), m = mix.log_mix(h, delta);
+    const acc_t* keys = times + b * Tk + j0;
+    const acc_t now = times[b * Tk + p];
+    const auto sum = [](const Vec& x) { return at::vec::vec_reduce_all<acc_t>(std::plus<Vec>(), x); };
+    for (int64_t c = 0; c < n; c += W) {
+      const Vec d = c + W <= n ? Vec::loadu(ds + c) : Vec::loadu(ds + c, static_cast<int>(n - c));
+      const Vec delta = offsets(keys, now, c, Tk - j0), m = mix.log_mix(h, delta);
       for (int64_t s = 0; s < S; ++s) {
-        const acc_t weighted = ds[c] * mix.responsibility(h, s, delta, m);
-        partial[s] += weighted;
-        partial[S + s] += weighted * delta;
+        const Vec weighted = d * mix.responsibility(h, s, delta, m);
+        partial[s] += sum(weighted);
+        partial[S + s] += sum(weighted * delta);
       }
     }
   }
