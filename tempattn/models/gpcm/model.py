@@ -1,0 +1,314 @@
+"""Knowledge tracing with GPCM heads: attention → causal context → DKVMN memory → IRT parameters.
+
+Shapes: ``B`` students, ``T`` steps (answered items in test order), ``E`` model width, ``K``
+response categories, ``N`` memory slots, ``V`` memory value width, ``I`` items.
+
+Step ``t`` predicts the response ``r_t`` to item ``q_t`` from the items ``q_0..q_t`` and the
+responses ``r_0..r_{t-1}`` only (see :func:`shifted_interactions` and :class:`DKVMNMemory`).
+"""
+import math
+from typing import NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from ...nn import MultiheadAttention, RelativeTemporalAttention, TemporalContext
+
+__all__ = ["GPCMKnowledgeTracer", "GPCMPrediction", "DKVMNMemory", "gpcm_log_probs", "ordered_thresholds",
+           "shifted_interactions", "ATTENTION_KINDS"]
+
+ATTENTION_KINDS = ("relative", "causal")
+"""``relative``: RelativeTemporalAttention (window, response-category key bias); ``causal``: plain causal."""
+
+_MODEL = "GPCMKnowledgeTracer"
+_SOFTPLUS_INVERSE_OF_ONE = math.log(math.e - 1)
+
+
+def _invalid(owner: str, name: str, expected: str, got, hint: str, exc=ValueError):
+    raise exc(f"{owner}: `{name}` must be {expected}, got {got}; hint: {hint}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, Tensor):
+        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_int(name: str, value, minimum: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _invalid(_MODEL, name, f"an int >= {minimum}", _describe(value), hint, TypeError)
+    if value < minimum:
+        _invalid(_MODEL, name, f"an int >= {minimum}", value, hint)
+
+
+def ordered_thresholds(first: Tensor, raw_steps: Tensor) -> Tensor:
+    """Strictly increasing thresholds ``β_1 < … < β_{K-1}``: the first plus cumulative softplus steps.
+
+    Args: ``first (..., 1)``, ``raw_steps (..., K - 2)`` unconstrained. Returns ``(..., K - 1)``.
+    """
+    return torch.cat([first, first + torch.cumsum(F.softplus(raw_steps), dim=-1)], dim=-1)
+
+
+def gpcm_log_probs(theta: Tensor, alpha: Tensor, beta: Tensor, category_mask: Optional[Tensor] = None) -> Tensor:
+    """Log category probabilities of the generalised partial credit model.
+
+    ``log P(X = k) = Σ_{v=1..k} α (θ − β_v) − logsumexp_c Σ_{v=1..c} α (θ − β_v)``; the sum for
+    ``k = 0`` is empty (0).
+
+    Args:
+        theta: abilities ``(...)``; alpha: discriminations ``(...)`` (> 0); beta: thresholds
+            ``(..., K - 1)``; broadcastable together.
+        category_mask: optional bool ``(..., K)``, True = the category exists for this item; the
+            others get probability 0 (an item scored on fewer categories).
+
+    Returns: ``(..., K)`` log probabilities.
+    """
+    steps = alpha[..., None] * (theta[..., None] - beta)
+    logits = F.pad(torch.cumsum(steps, dim=-1), (1, 0))
+    if category_mask is not None:
+        logits = logits.masked_fill(~category_mask, float("-inf"))
+    return torch.log_softmax(logits, dim=-1)
+
+
+def shifted_interactions(items: Tensor, responses: Tensor, padding_mask: Tensor, n_items: int,
+                         n_categories: int) -> Tuple[Tensor, Tensor]:
+    """What step ``t`` may know of the responses: the previous step's interaction, never its own.
+
+    Args: ``items``, ``responses`` ``(B, T)`` long (in range everywhere), ``padding_mask (B, T)``
+    bool, True = padding.
+
+    Returns ``(previous_interaction, previous_response)``, both ``(B, T)`` long, with
+    ``previous_interaction[t] = items[t-1] * K + responses[t-1]`` and ``previous_response[t] =
+    responses[t-1]``; step 0 and every step after a padded one get the start tokens ``I * K`` and
+    ``K`` ("no previous response").
+    """
+    previous_padding = F.pad(padding_mask[:, :-1], (1, 0), value=True)
+    interaction = items * n_categories + responses
+    previous_interaction = F.pad(interaction[:, :-1], (1, 0)).masked_fill(previous_padding, n_items * n_categories)
+    previous_response = F.pad(responses[:, :-1], (1, 0)).masked_fill(previous_padding, n_categories)
+    return previous_interaction, previous_response
+
+
+class DKVMNMemory(nn.Module):
+    """Dynamic key-value memory (Zhang et al., 2017) read before it is written at every step.
+
+    ``w_t = softmax(k_t M_kᵀ)`` over a static key memory ``M_k (N, E)``; the read is
+    ``Σ_i w_t(i) M_v(i)`` from the value memory as it stood *before* step ``t``; then step ``t``
+    writes with erase ``e_t = sigmoid(W_e u_t)`` and add ``a_t = tanh(W_a u_t)``:
+    ``M_v ← M_v ∘ (1 − w_t e_tᵀ) + w_t a_tᵀ``. Padded steps neither read anything useful nor write.
+
+    Args: embed_dim ``E`` (addressing keys), write_dim (width of ``u_t``), memory_size ``N``,
+    memory_dim ``V``.
+
+    Parameters: ``key_memory (N, E)``, ``initial_values (N, V)`` (the value memory of every
+    student at step 0), ``erase (write_dim -> V)``, ``add (write_dim -> V)``.
+    """
+
+    def __init__(self, embed_dim: int, write_dim: int, memory_size: int, memory_dim: int) -> None:
+        super().__init__()
+        self.key_memory = nn.Parameter(torch.randn(memory_size, embed_dim) / embed_dim ** 0.5)
+        self.initial_values = nn.Parameter(0.1 * torch.randn(memory_size, memory_dim))
+        self.erase = nn.Linear(write_dim, memory_dim)
+        self.add = nn.Linear(write_dim, memory_dim)
+
+    def forward(self, keys: Tensor, writes: Tensor, padding_mask: Tensor) -> Tensor:
+        """Args: ``keys (B, T, E)``, ``writes (B, T, write_dim)`` (``u_t``, may hold ``r_t``),
+        ``padding_mask (B, T)`` bool, True = padding. Returns the reads ``(B, T, V)``."""
+        weights = torch.softmax(keys @ self.key_memory.T, dim=-1)  # (B, T, N)
+        erase, add = torch.sigmoid(self.erase(writes)), torch.tanh(self.add(writes))  # (B, T, V)
+        values = self.initial_values.expand(keys.shape[0], -1, -1)  # (B, N, V)
+        reads = []
+        for t in range(keys.shape[1]):
+            w = weights[:, t, :, None]  # (B, N, 1)
+            reads.append((w * values).sum(dim=1))
+            written = values * (1 - w * erase[:, t, None, :]) + w * add[:, t, None, :]
+            values = torch.where(padding_mask[:, t, None, None], values, written)
+        return torch.stack(reads, dim=1)
+
+
+class _RelativeMixer(nn.Module):
+    """RelativeTemporalAttention keyed on each step's previous response (category ``K`` = none)."""
+
+    def __init__(self, embed_dim: int, num_heads: int, window: int, n_categories: int, dropout: float,
+                 backend: str) -> None:
+        super().__init__()
+        self.attention = RelativeTemporalAttention(embed_dim, num_heads, window=window, n_categories=n_categories + 1,
+                                                   dropout=dropout, backend=backend)
+
+    def forward(self, x: Tensor, padding_mask: Tensor, previous_response: Tensor) -> Tensor:
+        return self.attention(x, key_padding_mask=padding_mask, categories=previous_response)
+
+
+class _CausalMixer(nn.Module):
+    """Plain causal multi-head attention (the baseline): no window, no relative or response bias."""
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float, backend: str) -> None:
+        super().__init__()
+        self.attention = MultiheadAttention(embed_dim, num_heads, dropout=dropout, batch_first=True, backend=backend)
+
+    def forward(self, x: Tensor, padding_mask: Tensor, previous_response: Tensor) -> Tensor:
+        out, _ = self.attention(x, x, x, key_padding_mask=padding_mask, need_weights=False, is_causal=True)
+        return out
+
+
+class GPCMPrediction(NamedTuple):
+    """Per-step outputs: ``log_probs (B, T, K)``, ``theta (B, T)``, ``alpha (B, T)``, ``beta (B, T, K - 1)``
+    (the item parameters of each step's item)."""
+    log_probs: Tensor
+    theta: Tensor
+    alpha: Tensor
+    beta: Tensor
+
+
+class GPCMKnowledgeTracer(nn.Module):
+    """Attention + DKVMN knowledge tracer with generalised-partial-credit-model heads.
+
+    Token ``x_t = E_item[q_t] + E_interaction[q_{t-1}, r_{t-1}]`` (the response stream shifted by one
+    step) → causal attention (``"relative"``: RelativeTemporalAttention over the last ``window + 1``
+    steps with a key bias from the previous response; ``"causal"``: plain causal attention) with
+    a residual and LayerNorm → TemporalContext (causal depthwise convolution) → ``h_t``. DKVMN
+    memory addressed by ``h_t``, read before step ``t`` writes ``u_t = [h_t, E_interaction[q_t, r_t]]``.
+    Ability ``θ_t = w · tanh(W_f [read_t, h_t]) + b``; item ``j``: discrimination
+    ``α_j = softplus(a_j)`` and thresholds ``β_j`` from :func:`ordered_thresholds`; output
+    ``gpcm_log_probs(θ_t, α_{q_t}, β_{q_t})``.
+
+    Args:
+        n_items: ``I``; n_categories: ``K >= 2``.
+        attention: one of :data:`ATTENTION_KINDS`.
+        window: look-back of the relative attention (``"relative"`` only; None for ``"causal"``).
+        embed_dim ``E``, num_heads, memory_size ``N``, memory_dim ``V``, summary_dim (width of the
+        ability summary), context_kernel (TemporalContext kernel size), dropout (attention and
+        embeddings, training only), backend (tempattn operator backend).
+        item_categories: optional per-item number of categories ``(I,)`` in ``[2, K]``; an item
+            with ``c`` categories never predicts categories ``>= c``.
+    """
+
+    def __init__(self, n_items: int, n_categories: int, *, attention: str = "relative", window: Optional[int] = 5,
+                 embed_dim: int = 32, num_heads: int = 4, memory_size: int = 16, memory_dim: int = 32,
+                 summary_dim: int = 32, context_kernel: int = 3, dropout: float = 0.0,
+                 item_categories: Optional[Sequence[int]] = None, backend: str = "auto") -> None:
+        super().__init__()
+        _check_int("n_items", n_items, 1, "the number of distinct items in the test")
+        _check_int("n_categories", n_categories, 2, "K = 2 for correct/incorrect, K = 5 for scores 0..4")
+        for name, value in (("memory_size", memory_size), ("memory_dim", memory_dim), ("summary_dim", summary_dim)):
+            _check_int(name, value, 1, "a small width such as 16 or 32")
+        self.n_items, self.n_categories, self.attention_kind = n_items, n_categories, attention
+        self.item_embedding = nn.Embedding(n_items, embed_dim)
+        # one extra row: the start token, "no previous interaction"
+        self.interaction_embedding = nn.Embedding(n_items * n_categories + 1, embed_dim)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.mixer = self._build_mixer(attention, window, embed_dim, num_heads, dropout, backend)
+        self.norm = nn.LayerNorm(embed_dim)
+        self.context = TemporalContext(embed_dim, context_kernel)
+        self.memory = DKVMNMemory(embed_dim, 2 * embed_dim, memory_size, memory_dim)
+        self.summary = nn.Linear(memory_dim + embed_dim, summary_dim)
+        self.ability = nn.Linear(summary_dim, 1)
+        # every item starts at α = 1 with thresholds 1 apart, centred on 0
+        self.discrimination_raw = nn.Parameter(torch.full((n_items,), _SOFTPLUS_INVERSE_OF_ONE))
+        self.threshold_first = nn.Parameter(torch.full((n_items, 1), -(n_categories - 2) / 2))
+        self.threshold_steps_raw = nn.Parameter(torch.full((n_items, n_categories - 2), _SOFTPLUS_INVERSE_OF_ONE))
+        self.register_buffer("category_mask", self._category_mask(item_categories), persistent=False)
+
+    def _build_mixer(self, attention: str, window: Optional[int], embed_dim: int, num_heads: int, dropout: float,
+                     backend: str) -> nn.Module:
+        if attention == "relative":
+            if window is None:
+                _invalid(_MODEL, "window", "an int >= 0 for attention='relative'", None,
+                         "the design uses window=5")
+            return _RelativeMixer(embed_dim, num_heads, window, self.n_categories, dropout, backend)
+        if attention == "causal":
+            if window is not None:
+                _invalid(_MODEL, "window", "None for attention='causal'", window,
+                         "plain causal attention sees every earlier step; use attention='relative' for a window")
+            return _CausalMixer(embed_dim, num_heads, dropout, backend)
+        return _invalid(_MODEL, "attention", f"one of {ATTENTION_KINDS}", repr(attention),
+                        "'relative' is the model, 'causal' its baseline")
+
+    def _category_mask(self, item_categories: Optional[Sequence[int]]) -> Optional[Tensor]:
+        """``(I, K)`` bool, True = the category exists for the item; None when every item has ``K``."""
+        if item_categories is None:
+            return None
+        counts = torch.as_tensor(item_categories)
+        if counts.shape != (self.n_items,) or counts.is_floating_point() or counts.dtype == torch.bool:
+            _invalid(_MODEL, "item_categories", f"a sequence of {self.n_items} ints (one per item)",
+                     _describe(counts), "the number of score categories of each item, e.g. max score + 1")
+        if bool(((counts < 2) | (counts > self.n_categories)).any()):
+            _invalid(_MODEL, "item_categories", f"in [2, n_categories] = [2, {self.n_categories}]",
+                     f"values in [{int(counts.min())}, {int(counts.max())}]",
+                     "every item needs at least two categories and at most n_categories")
+        return torch.arange(self.n_categories) < counts[:, None]
+
+    def extra_repr(self) -> str:
+        return f"n_items={self.n_items}, n_categories={self.n_categories}, attention={self.attention_kind!r}"
+
+    def item_parameters(self) -> Tuple[Tensor, Tensor]:
+        """Discriminations ``α (I,)`` (> 0) and ordered thresholds ``β (I, K - 1)``, differentiable."""
+        return F.softplus(self.discrimination_raw), ordered_thresholds(self.threshold_first, self.threshold_steps_raw)
+
+    def forward(self, items: Tensor, responses: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        """Log probabilities ``(B, T, K)`` of each step's response (see :meth:`predict`)."""
+        return self.predict(items, responses, padding_mask).log_probs
+
+    def predict(self, items: Tensor, responses: Tensor, padding_mask: Optional[Tensor] = None) -> GPCMPrediction:
+        """Predict every step's response from the earlier responses.
+
+        Args:
+            items: ``(B, T)`` long in ``[0, I)``, the items in the order they were answered.
+            responses: ``(B, T)`` long in ``[0, K)``; the prediction for step ``t`` uses
+                ``responses[:, :t]`` only. Missing responses (NaN in a response matrix) have no
+                long value: drop them from the sequence (:func:`~tempattn.models.gpcm.data.sequences_from_matrix`).
+            padding_mask: optional ``(B, T)`` bool, True = padding (ignored; its items and responses
+                may hold anything in range or not).
+
+        Returns: :class:`GPCMPrediction` (``log_probs (B, T, K)``; padded steps hold finite junk).
+        """
+        padding_mask = self._check_inputs(items, responses, padding_mask)
+        items, responses = items.masked_fill(padding_mask, 0), responses.masked_fill(padding_mask, 0)
+        previous_interaction, previous_response = shifted_interactions(items, responses, padding_mask, self.n_items,
+                                                                       self.n_categories)
+        x = self.embedding_dropout(self.item_embedding(items) + self.interaction_embedding(previous_interaction))
+        h = self.norm(x + self.mixer(x, padding_mask, previous_response))
+        h = self.context(h.masked_fill(padding_mask[..., None], 0.0))  # (B, T, E); zeros keep padding out
+        current = self.interaction_embedding(items * self.n_categories + responses)
+        reads = self.memory(h, torch.cat([h, current], dim=-1), padding_mask)  # (B, T, V), before step t writes
+        theta = self.ability(torch.tanh(self.summary(torch.cat([reads, h], dim=-1)))).squeeze(-1)
+        alpha, beta = self.item_parameters()
+        mask = None if self.category_mask is None else self.category_mask[items]
+        log_probs = gpcm_log_probs(theta, alpha[items], beta[items], mask)
+        return GPCMPrediction(log_probs, theta, alpha[items], beta[items])
+
+    def _check_inputs(self, items: Tensor, responses: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        """Check the inputs and return the padding mask (all False when None)."""
+        hint_items = "item ids as a (B, T) long tensor, e.g. `items.long()`"
+        if not isinstance(items, Tensor) or items.dtype != torch.long or items.dim() != 2:
+            _invalid(_MODEL, "items", "a (B, T) long tensor", _describe(items), hint_items, TypeError)
+        if items.shape[1] == 0:
+            _invalid(_MODEL, "items", "at least one step (T >= 1)", tuple(items.shape), "drop empty batches")
+        if not isinstance(responses, Tensor) or responses.dtype != torch.long:
+            _invalid(_MODEL, "responses", "a (B, T) long tensor of categories", _describe(responses),
+                     "missing (NaN) responses cannot be fed to the model: drop them with "
+                     "`gpcm.data.sequences_from_matrix`, then pass `.long()` categories", TypeError)
+        if responses.shape != items.shape:
+            _invalid(_MODEL, "responses", f"of the items' shape {tuple(items.shape)}", tuple(responses.shape),
+                     "one response per item")
+        if padding_mask is None:
+            padding_mask = torch.zeros_like(items, dtype=torch.bool)
+        elif not isinstance(padding_mask, Tensor) or padding_mask.dtype != torch.bool:
+            _invalid(_MODEL, "padding_mask", "a (B, T) bool tensor (True = padding)", _describe(padding_mask),
+                     "build it as `lengths[:, None] <= torch.arange(T)`", TypeError)
+        elif padding_mask.shape != items.shape:
+            _invalid(_MODEL, "padding_mask", f"of the items' shape {tuple(items.shape)}", tuple(padding_mask.shape),
+                     "one flag per step")
+        self._check_range("items", items, padding_mask, self.n_items, "ids of items unknown to the model")
+        self._check_range("responses", responses, padding_mask, self.n_categories,
+                          "categories are 0..K-1; rescore or rebuild the model with the right n_categories")
+        return padding_mask
+
+    @staticmethod
+    def _check_range(name: str, values: Tensor, padding_mask: Tensor, size: int, hint: str) -> None:
+        real = values[~padding_mask]
+        if real.numel() and bool(((real < 0) | (real >= size)).any()):
+            _invalid(_MODEL, name, f"in [0, {size}) at non-padded steps",
+                     f"values in [{int(real.min())}, {int(real.max())}]", hint)
