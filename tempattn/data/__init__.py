@@ -5,6 +5,6 @@ Debian package with ``apt-get download``), checks its sha256 against the value r
 the code, and :func:`extract_members` unpacks files of it safely into the data directory
 (``$TEMPATTN_DATA_DIR``, else ``data/`` of a source checkout, else ``~/.cache/tempattn``).
 """
-from .fetch import DataUnavailable, Package, data_dir, extract_member, extract_members, fetch, list_members
+from .registry import DataUnavailable, Package, data_dir, extract_member, extract_members, fetch, list_members
 
 __all__ = ["DataUnavailable", "Package", "data_dir", "extract_member", "extract_members", "fetch", "list_members"]

@@ -1,4 +1,4 @@
-"""Causal self-attention layers with temporal structure, on the fused relpos and decay operators.
+"""Causal self-attention layers: plain (masked_sdpa) and with temporal structure (relpos, decay).
 
 Both layers take ``x (B, T, E)`` and return ``(B, T, E)``; with ``cache=`` they decode
 incrementally and return ``(out, new_cache)`` (see :class:`~tempattn.nn.KVCache`).
@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..ops import decay_attention, relpos_attention
+from ..ops import decay_attention, masked_sdpa, relpos_attention
 from ..ops.common.validation import value_checks_enabled
 from . import _heads
 from .cache import KVCache
@@ -80,6 +80,39 @@ class _CausalSelfAttention(nn.Module):
         """Merge heads and project; with a cache also return the last ``keep`` keys (all when None)."""
         y = self.out_proj(_heads.merge_heads(out))
         return y if cache is None else (y, keys.keep_last(keep))
+
+
+class CausalSelfAttention(_CausalSelfAttention):
+    """Causal multi-head self-attention: one :func:`tempattn.masked_sdpa` call (``causal=True``).
+
+    Dropout ``dropout`` is applied by the operator to the attention probabilities (after the
+    softmax, Philox keep mask, kept values scaled by ``1/(1-p)``), in training mode only.
+
+    Parameters: ``in_proj (3E, E)`` (packed q, k, v), ``out_proj (E, E)``, as the other
+    :mod:`tempattn.nn` causal layers.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, *,
+                 backend: str = "auto", device=None, dtype=None) -> None:
+        super().__init__(embed_dim, num_heads, dropout, bias, backend, {"device": device, "dtype": dtype})
+        self.reset_parameters()
+
+    def forward(self, x: Tensor, *, key_padding_mask: Optional[Tensor] = None, cache: Optional[KVCache] = None,
+                seed: Optional[int] = None):
+        """Args:
+            x: ``(B, T, E)``.
+            key_padding_mask: optional ``(B, T)`` bool, True = padding (never attended).
+            cache: a :class:`~tempattn.nn.KVCache` of earlier steps (``empty_cache(B)`` to start).
+            seed: Philox seed of the dropout mask (None: drawn from torch's generator).
+
+        Returns:
+            ``(B, T, E)``; with ``cache``, ``(out, new_cache)`` holding every step so far.
+        """
+        q, k, v = self._project(x, key_padding_mask)
+        keys = self._keys(cache, KVCache(k, v, key_padding_mask=key_padding_mask))
+        out = masked_sdpa(q, keys.k, keys.v, key_padding_mask=keys.key_padding_mask, causal=True,
+                          dropout_p=_heads.dropout_p(self), seed=seed, backend=self.backend)
+        return self._finish(out, keys, cache, None)
 
 
 class RelativeTemporalAttention(_CausalSelfAttention):

@@ -29,8 +29,8 @@ validation loss) for tests; Alice in Wonderland and Shakespeare, split contiguou
 (:mod:`.train`): validation loss in nats/char, perplexity ``exp(loss)``, bits/char ``loss/ln 2``,
 against the unigram baseline.
 """
-from .model import (CausalSelfAttention, CharLanguageModel, CharLSTM, CharTransformerLM, TransformerBlock,
+from .model import (CharLanguageModel, CharLSTM, CharTransformerLM, TransformerBlock,
                     build_char_lm, build_char_lstm, filter_logits, next_token_probs, sample_next)
 
 __all__ = ["build_char_lm", "build_char_lstm", "CharTransformerLM", "CharLSTM", "CharLanguageModel",
-           "CausalSelfAttention", "TransformerBlock", "filter_logits", "next_token_probs", "sample_next"]
+           "TransformerBlock", "filter_logits", "next_token_probs", "sample_next"]

@@ -12,11 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...nn import KVCache
-from ...nn._heads import check_dropout, check_head_config, check_positive_int, describe, dropout_p, fail
-from ...nn.temporal import _CausalSelfAttention
-from ...ops import masked_sdpa
+from ...nn import CausalSelfAttention
+from ...nn._heads import check_dropout, check_head_config, check_positive_int, describe, fail
 
-__all__ = ["CausalSelfAttention", "TransformerBlock", "CharLanguageModel", "CharTransformerLM", "CharLSTM",
+__all__ = ["TransformerBlock", "CharLanguageModel", "CharTransformerLM", "CharLSTM",
            "check_sampling_args", "filter_logits", "next_token_probs", "sample_next",
            "lstm_parameter_count", "matched_lstm_hidden", "build_char_lm", "build_char_lstm"]
 
@@ -167,36 +166,6 @@ class CharLanguageModel(nn.Module):
 
 
 # ---- the causal self-attention transformer -----------------------------------------------------------
-
-class CausalSelfAttention(_CausalSelfAttention):
-    """Causal multi-head self-attention: one :func:`tempattn.masked_sdpa` call (``causal=True``).
-
-    Dropout ``dropout`` is applied by the operator to the attention probabilities (after the
-    softmax, Philox keep mask, kept values scaled by ``1/(1-p)``), in training mode only.
-
-    Parameters: ``in_proj (3E, E)`` (packed q, k, v), ``out_proj (E, E)``, as the other
-    :mod:`tempattn.nn` causal layers.
-    """
-
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, *,
-                 backend: str = "auto", device=None, dtype=None) -> None:
-        super().__init__(embed_dim, num_heads, dropout, bias, backend, {"device": device, "dtype": dtype})
-        self.reset_parameters()
-
-    def forward(self, x: Tensor, *, cache: Optional[KVCache] = None, seed: Optional[int] = None):
-        """Args:
-            x: ``(B, T, E)``.
-            cache: a :class:`~tempattn.nn.KVCache` of earlier steps (``empty_cache(B)`` to start).
-            seed: Philox seed of the dropout mask (None: drawn from torch's generator).
-
-        Returns:
-            ``(B, T, E)``; with ``cache``, ``(out, new_cache)`` holding every step so far.
-        """
-        q, k, v = self._project(x, None)
-        keys = self._keys(cache, KVCache(k, v))
-        out = masked_sdpa(q, keys.k, keys.v, causal=True, dropout_p=dropout_p(self), seed=seed, backend=self.backend)
-        return self._finish(out, keys, cache, None)
-
 
 class TransformerBlock(nn.Module):
     """Pre-norm block: ``x + attn(LN(x))`` then ``+ MLP(LN(.))`` (GELU, hidden ``mlp_ratio * E``)."""

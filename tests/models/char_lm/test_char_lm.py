@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from tempattn.models import create_model
-from tempattn.models.char_lm import CausalSelfAttention, CharLSTM, CharTransformerLM
+from tempattn.models.char_lm import CharLSTM, CharTransformerLM
+from tempattn.nn import CausalSelfAttention
 from tempattn.models.char_lm.model import (filter_logits, lstm_parameter_count, matched_lstm_hidden,
                                            next_token_probs, sample_next)
 from tempattn.testing import dropout_keep_mask
