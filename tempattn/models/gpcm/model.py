@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...nn import MultiheadAttention, RelativeTemporalAttention, TemporalContext
+from ...nn._heads import describe, fail
 
 __all__ = ["GPCMKnowledgeTracer", "GPCMPrediction", "DKVMNMemory", "gpcm_log_probs", "ordered_thresholds",
            "shifted_interactions", "ATTENTION_KINDS"]
@@ -26,21 +27,11 @@ _MODEL = "GPCMKnowledgeTracer"
 _SOFTPLUS_INVERSE_OF_ONE = math.log(math.e - 1)
 
 
-def _invalid(owner: str, name: str, expected: str, got, hint: str, exc=ValueError):
-    raise exc(f"{owner}: `{name}` must be {expected}, got {got}; hint: {hint}")
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}"
-
-
 def _check_int(name: str, value, minimum: int, hint: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        _invalid(_MODEL, name, f"an int >= {minimum}", _describe(value), hint, TypeError)
+        fail(_MODEL, name, f"an int >= {minimum}", describe(value), hint, TypeError)
     if value < minimum:
-        _invalid(_MODEL, name, f"an int >= {minimum}", value, hint)
+        fail(_MODEL, name, f"an int >= {minimum}", value, hint)
 
 
 def ordered_thresholds(first: Tensor, raw_steps: Tensor) -> Tensor:
@@ -215,15 +206,15 @@ class GPCMKnowledgeTracer(nn.Module):
                      backend: str) -> nn.Module:
         if attention == "relative":
             if window is None:
-                _invalid(_MODEL, "window", "an int >= 0 for attention='relative'", None,
+                fail(_MODEL, "window", "an int >= 0 for attention='relative'", None,
                          "the design uses window=5")
             return _RelativeMixer(embed_dim, num_heads, window, self.n_categories, dropout, backend)
         if attention == "causal":
             if window is not None:
-                _invalid(_MODEL, "window", "None for attention='causal'", window,
+                fail(_MODEL, "window", "None for attention='causal'", window,
                          "plain causal attention sees every earlier step; use attention='relative' for a window")
             return _CausalMixer(embed_dim, num_heads, dropout, backend)
-        return _invalid(_MODEL, "attention", f"one of {ATTENTION_KINDS}", repr(attention),
+        return fail(_MODEL, "attention", f"one of {ATTENTION_KINDS}", repr(attention),
                         "'relative' is the model, 'causal' its baseline")
 
     def _category_mask(self, item_categories: Optional[Sequence[int]]) -> Optional[Tensor]:
@@ -232,10 +223,10 @@ class GPCMKnowledgeTracer(nn.Module):
             return None
         counts = torch.as_tensor(item_categories)
         if counts.shape != (self.n_items,) or counts.is_floating_point() or counts.dtype == torch.bool:
-            _invalid(_MODEL, "item_categories", f"a sequence of {self.n_items} ints (one per item)",
-                     _describe(counts), "the number of score categories of each item, e.g. max score + 1")
+            fail(_MODEL, "item_categories", f"a sequence of {self.n_items} ints (one per item)",
+                     describe(counts), "the number of score categories of each item, e.g. max score + 1")
         if bool(((counts < 2) | (counts > self.n_categories)).any()):
-            _invalid(_MODEL, "item_categories", f"in [2, n_categories] = [2, {self.n_categories}]",
+            fail(_MODEL, "item_categories", f"in [2, n_categories] = [2, {self.n_categories}]",
                      f"values in [{int(counts.min())}, {int(counts.max())}]",
                      "every item needs at least two categories and at most n_categories")
         return torch.arange(self.n_categories) < counts[:, None]
@@ -283,23 +274,23 @@ class GPCMKnowledgeTracer(nn.Module):
         """Check the inputs and return the padding mask (all False when None)."""
         hint_items = "item ids as a (B, T) long tensor, e.g. `items.long()`"
         if not isinstance(items, Tensor) or items.dtype != torch.long or items.dim() != 2:
-            _invalid(_MODEL, "items", "a (B, T) long tensor", _describe(items), hint_items, TypeError)
+            fail(_MODEL, "items", "a (B, T) long tensor", describe(items), hint_items, TypeError)
         if items.shape[1] == 0:
-            _invalid(_MODEL, "items", "at least one step (T >= 1)", tuple(items.shape), "drop empty batches")
+            fail(_MODEL, "items", "at least one step (T >= 1)", tuple(items.shape), "drop empty batches")
         if not isinstance(responses, Tensor) or responses.dtype != torch.long:
-            _invalid(_MODEL, "responses", "a (B, T) long tensor of categories", _describe(responses),
+            fail(_MODEL, "responses", "a (B, T) long tensor of categories", describe(responses),
                      "missing (NaN) responses cannot be fed to the model: drop them with "
                      "`gpcm.data.sequences_from_matrix`, then pass `.long()` categories", TypeError)
         if responses.shape != items.shape:
-            _invalid(_MODEL, "responses", f"of the items' shape {tuple(items.shape)}", tuple(responses.shape),
+            fail(_MODEL, "responses", f"of the items' shape {tuple(items.shape)}", tuple(responses.shape),
                      "one response per item")
         if padding_mask is None:
             padding_mask = torch.zeros_like(items, dtype=torch.bool)
         elif not isinstance(padding_mask, Tensor) or padding_mask.dtype != torch.bool:
-            _invalid(_MODEL, "padding_mask", "a (B, T) bool tensor (True = padding)", _describe(padding_mask),
+            fail(_MODEL, "padding_mask", "a (B, T) bool tensor (True = padding)", describe(padding_mask),
                      "build it as `lengths[:, None] <= torch.arange(T)`", TypeError)
         elif padding_mask.shape != items.shape:
-            _invalid(_MODEL, "padding_mask", f"of the items' shape {tuple(items.shape)}", tuple(padding_mask.shape),
+            fail(_MODEL, "padding_mask", f"of the items' shape {tuple(items.shape)}", tuple(padding_mask.shape),
                      "one flag per step")
         self._check_range("items", items, padding_mask, self.n_items, "ids of items unknown to the model")
         self._check_range("responses", responses, padding_mask, self.n_categories,
@@ -310,5 +301,5 @@ class GPCMKnowledgeTracer(nn.Module):
     def _check_range(name: str, values: Tensor, padding_mask: Tensor, size: int, hint: str) -> None:
         real = values[~padding_mask]
         if real.numel() and bool(((real < 0) | (real >= size)).any()):
-            _invalid(_MODEL, name, f"in [0, {size}) at non-padded steps",
+            fail(_MODEL, name, f"in [0, {size}) at non-padded steps",
                      f"values in [{int(real.min())}, {int(real.max())}]", hint)

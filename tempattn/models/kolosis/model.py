@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ...nn import DecayStats, MultiheadAttention, MultiScaleDecayAttention
+from ...nn._heads import fail
 
 __all__ = ["STREAMS", "BASELINE_STREAMS", "DEFAULT_SCALES", "FUSIONS", "ConceptStream", "SemanticStream",
            "TemporalStream", "KolosisBlock", "KolosisLM"]
@@ -102,7 +103,7 @@ class KolosisBlock(nn.Module):
 
 
 def _fail(name: str, expected: str, got, hint: str, exc=ValueError):
-    raise exc(f"KolosisLM: `{name}` must be {expected}, got {got!r}; hint: {hint}")
+    fail("KolosisLM", name, expected, repr(got), hint, exc)
 
 
 def _check_int(name: str, value, minimum: int, hint: str) -> None:

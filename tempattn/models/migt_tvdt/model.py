@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...nn import CompositeTimeEncoding, MultiheadAttention
+from ...nn._heads import check_positive_int, describe, fail
 
 __all__ = ["MIGTTVDT", "GatedRevIN", "VariableEmbedding", "TemporalCrossBlock", "NonCrossingQuantileHead",
            "last_valid_index", "check_quantiles"]
@@ -19,31 +20,14 @@ __all__ = ["MIGTTVDT", "GatedRevIN", "VariableEmbedding", "TemporalCrossBlock", 
 _MODEL = "MIGTTVDT"
 
 
-def _fail(name: str, expected: str, got, hint: str, exc=ValueError):
-    raise exc(f"{_MODEL}: `{name}` must be {expected}, got {got}; hint: {hint}")
-
-
-def _describe(value) -> str:
-    if isinstance(value, Tensor):
-        return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _check_positive_int(name: str, value, hint: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(name, "a positive int", _describe(value), hint, TypeError)
-    if value <= 0:
-        _fail(name, "a positive int", value, hint)
-
-
 def check_quantiles(quantiles) -> Tuple[float, ...]:
     """The quantile levels as a tuple, checked to be strictly increasing inside ``(0, 1)``."""
     hint = "pass increasing levels such as (0.1, 0.5, 0.9)"
     if isinstance(quantiles, (str, bytes)) or not isinstance(quantiles, Sequence) or not quantiles:
-        _fail("quantiles", "a non-empty sequence of floats", _describe(quantiles), hint, TypeError)
+        fail(_MODEL, "quantiles", "a non-empty sequence of floats", describe(quantiles), hint, TypeError)
     levels = tuple(float(q) for q in quantiles)
     if not all(0.0 < q < 1.0 for q in levels) or any(a >= b for a, b in zip(levels, levels[1:])):
-        _fail("quantiles", "strictly increasing levels in (0, 1)", levels, hint)
+        fail(_MODEL, "quantiles", "strictly increasing levels in (0, 1)", levels, hint)
     return levels
 
 
@@ -187,7 +171,7 @@ class MIGTTVDT(nn.Module):
         for name, value, hint in (("n_vars", n_vars, "the number of series V in x (B, T, V)"),
                                   ("horizon", horizon, "forecast at least one step ahead"),
                                   ("n_layers", n_layers, "use n_layers=1 for a single block")):
-            _check_positive_int(name, value, hint)
+            check_positive_int(_MODEL, name, value, hint)
         self.n_vars, self.horizon = n_vars, horizon
         self.quantiles = check_quantiles(quantiles)
         self.revin = GatedRevIN(n_vars)
@@ -212,25 +196,25 @@ class MIGTTVDT(nn.Module):
     def _checked_inputs(self, x, timestamps, key_padding_mask) -> Tensor:
         """Check the inputs; return the padding mask ``(B, T)`` (all False when None)."""
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 3 or x.shape[-1] != self.n_vars:
-            _fail("x", f"a float tensor (B, T, V={self.n_vars})", _describe(x),
+            fail(_MODEL, "x", f"a float tensor (B, T, V={self.n_vars})", describe(x),
                   "stack the context values batch-first, one column per variable", TypeError)
         B, T, _ = x.shape
         if not isinstance(timestamps, Tensor) or timestamps.dtype == torch.bool or tuple(timestamps.shape) != (B, T):
-            _fail("timestamps", f"an int64 tensor (B, T) = {(B, T)} of epoch seconds", _describe(timestamps),
+            fail(_MODEL, "timestamps", f"an int64 tensor (B, T) = {(B, T)} of epoch seconds", describe(timestamps),
                   "one UTC timestamp per step, e.g. torch.tensor(seconds, dtype=torch.int64)", TypeError)
         if key_padding_mask is None:
             key_padding_mask = torch.zeros(B, T, dtype=torch.bool, device=x.device)
         elif not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-            _fail("key_padding_mask", "a bool tensor (B, T), True = padding (ignored)", _describe(key_padding_mask),
+            fail(_MODEL, "key_padding_mask", "a bool tensor (B, T), True = padding (ignored)", describe(key_padding_mask),
                   "this is the nn.MultiheadAttention convention; a valid mask m becomes `~m`", TypeError)
         elif tuple(key_padding_mask.shape) != (B, T):
-            _fail("key_padding_mask", f"of shape (B, T) = {(B, T)}", tuple(key_padding_mask.shape),
+            fail(_MODEL, "key_padding_mask", f"of shape (B, T) = {(B, T)}", tuple(key_padding_mask.shape),
                   "one entry per window and context step")
         if bool(key_padding_mask.all(dim=1).any()):
-            _fail("key_padding_mask", "False (observed) at one step or more in every row",
+            fail(_MODEL, "key_padding_mask", "False (observed) at one step or more in every row",
                   f"{int(key_padding_mask.all(dim=1).sum())} fully padded row(s)",
                   "drop windows without any observation; there is nothing to forecast from")
         if not bool(torch.isfinite(x).all(dim=-1).logical_or(key_padding_mask).all()):
-            _fail("x", "finite at every non-padded step", "NaN or inf at an observed step",
+            fail(_MODEL, "x", "finite at every non-padded step", "NaN or inf at an observed step",
                   "mark missing steps True in key_padding_mask")
         return key_padding_mask
