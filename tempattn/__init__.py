@@ -11,4 +11,5 @@ from .ops import decay_attention, masked_sdpa, relpos_attention
 
 __version__ = "0.1.0"
 
-__all__ = ["masked_sdpa", "relpos_attention", "decay_attention", "backends", "empty_cache", "cpu_cache_info", "nn", "testing", "__version__"]
+__all__ = ["masked_sdpa", "relpos_attention", "decay_attention", "backends", "empty_cache", "cpu_cache_info", "nn",
+           "testing", "__version__"]

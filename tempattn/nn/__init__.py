@@ -13,8 +13,10 @@
 from .cache import KVCache
 from .context import TemporalContext
 from .multihead import MultiheadAttention
-from .temporal import CausalSelfAttention, DecayStats, MultiScaleDecayAttention, RelativeTemporalAttention
+from .temporal import (CausalSelfAttention, DecayStats, MultiScaleDecayAttention,
+                       RelativeTemporalAttention)
 from .time_encoding import CALENDAR_FIELDS, CompositeTimeEncoding, TimeEncoding, calendar_fields
 
-__all__ = ["MultiheadAttention", "CausalSelfAttention", "RelativeTemporalAttention", "MultiScaleDecayAttention", "DecayStats", "KVCache",
-           "TimeEncoding", "CompositeTimeEncoding", "TemporalContext", "CALENDAR_FIELDS", "calendar_fields"]
+__all__ = ["MultiheadAttention", "CausalSelfAttention", "RelativeTemporalAttention", "MultiScaleDecayAttention",
+           "DecayStats", "KVCache", "TimeEncoding", "CompositeTimeEncoding", "TemporalContext", "CALENDAR_FIELDS",
+           "calendar_fields"]

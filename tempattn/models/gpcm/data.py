@@ -237,6 +237,7 @@ def load_dataset(name: str) -> ResponseSequences:
     if name in ("swesat_quant", "swesat_verb"):
         part = name.split("_")[1]
         choices = _load_tensor(f"swedish_sat/swesat22b_{part}.pt")
-        return sequences_from_matrix(_score_choices(choices, _answer_key(f"swedish_sat/swesat22b_{part}_correct.txt")), 2)
+        key = _answer_key(f"swedish_sat/swesat22b_{part}_correct.txt")
+        return sequences_from_matrix(_score_choices(choices, key), 2)
     raise ValueError(f"load_dataset: `name` must be one of {DATASETS}, got {name!r}; "
                      "hint: use simulate_gpcm for synthetic data")

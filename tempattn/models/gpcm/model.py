@@ -207,15 +207,15 @@ class GPCMKnowledgeTracer(nn.Module):
         if attention == "relative":
             if window is None:
                 fail(_MODEL, "window", "an int >= 0 for attention='relative'", None,
-                         "the design uses window=5")
+                     "the design uses window=5")
             return _RelativeMixer(embed_dim, num_heads, window, self.n_categories, dropout, backend)
         if attention == "causal":
             if window is not None:
                 fail(_MODEL, "window", "None for attention='causal'", window,
-                         "plain causal attention sees every earlier step; use attention='relative' for a window")
+                     "plain causal attention sees every earlier step; use attention='relative' for a window")
             return _CausalMixer(embed_dim, num_heads, dropout, backend)
         return fail(_MODEL, "attention", f"one of {ATTENTION_KINDS}", repr(attention),
-                        "'relative' is the model, 'causal' its baseline")
+                    "'relative' is the model, 'causal' its baseline")
 
     def _category_mask(self, item_categories: Optional[Sequence[int]]) -> Optional[Tensor]:
         """``(I, K)`` bool, True = the category exists for the item; None when every item has ``K``."""
@@ -224,11 +224,11 @@ class GPCMKnowledgeTracer(nn.Module):
         counts = torch.as_tensor(item_categories)
         if counts.shape != (self.n_items,) or counts.is_floating_point() or counts.dtype == torch.bool:
             fail(_MODEL, "item_categories", f"a sequence of {self.n_items} ints (one per item)",
-                     describe(counts), "the number of score categories of each item, e.g. max score + 1")
+                 describe(counts), "the number of score categories of each item, e.g. max score + 1")
         if bool(((counts < 2) | (counts > self.n_categories)).any()):
             fail(_MODEL, "item_categories", f"in [2, n_categories] = [2, {self.n_categories}]",
-                     f"values in [{int(counts.min())}, {int(counts.max())}]",
-                     "every item needs at least two categories and at most n_categories")
+                 f"values in [{int(counts.min())}, {int(counts.max())}]",
+                 "every item needs at least two categories and at most n_categories")
         return torch.arange(self.n_categories) < counts[:, None]
 
     def extra_repr(self) -> str:
@@ -279,19 +279,19 @@ class GPCMKnowledgeTracer(nn.Module):
             fail(_MODEL, "items", "at least one step (T >= 1)", tuple(items.shape), "drop empty batches")
         if not isinstance(responses, Tensor) or responses.dtype != torch.long:
             fail(_MODEL, "responses", "a (B, T) long tensor of categories", describe(responses),
-                     "missing (NaN) responses cannot be fed to the model: drop them with "
-                     "`gpcm.data.sequences_from_matrix`, then pass `.long()` categories", TypeError)
+                 "missing (NaN) responses cannot be fed to the model: drop them with "
+                 "`gpcm.data.sequences_from_matrix`, then pass `.long()` categories", TypeError)
         if responses.shape != items.shape:
             fail(_MODEL, "responses", f"of the items' shape {tuple(items.shape)}", tuple(responses.shape),
-                     "one response per item")
+                 "one response per item")
         if padding_mask is None:
             padding_mask = torch.zeros_like(items, dtype=torch.bool)
         elif not isinstance(padding_mask, Tensor) or padding_mask.dtype != torch.bool:
             fail(_MODEL, "padding_mask", "a (B, T) bool tensor (True = padding)", describe(padding_mask),
-                     "build it as `lengths[:, None] <= torch.arange(T)`", TypeError)
+                 "build it as `lengths[:, None] <= torch.arange(T)`", TypeError)
         elif padding_mask.shape != items.shape:
             fail(_MODEL, "padding_mask", f"of the items' shape {tuple(items.shape)}", tuple(padding_mask.shape),
-                     "one flag per step")
+                 "one flag per step")
         self._check_range("items", items, padding_mask, self.n_items, "ids of items unknown to the model")
         self._check_range("responses", responses, padding_mask, self.n_categories,
                           "categories are 0..K-1; rescore or rebuild the model with the right n_categories")

@@ -191,8 +191,9 @@ class KolosisLM(nn.Module):
             _fail("ids", f"of shape (B, T) with 1 <= T <= context = {self.context}", tuple(ids.shape),
                   "split longer text into windows of at most `context` tokens")
         if ids.numel() and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
-            _fail("ids", f"in [0, vocab_size) = [0, {self.vocab_size})",
-                  f"values in [{int(ids.min())}, {int(ids.max())}]", "encode with the vocabulary the model was built for")
+            values = f"values in [{int(ids.min())}, {int(ids.max())}]"
+            _fail("ids", f"in [0, vocab_size) = [0, {self.vocab_size})", values,
+                  "encode with the vocabulary the model was built for")
 
     def _block_weights(self) -> Tensor:
         """``(L, S)`` differentiable fusion weights, one row per block."""

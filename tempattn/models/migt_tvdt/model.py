@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...nn import CompositeTimeEncoding, MultiheadAttention
-from ...nn._heads import check_positive_int, describe, fail
+from ...nn._heads import check_key_padding_mask, check_positive_int, describe, fail
 
 __all__ = ["MIGTTVDT", "GatedRevIN", "VariableEmbedding", "TemporalCrossBlock", "NonCrossingQuantileHead",
            "last_valid_index", "check_quantiles"]
@@ -197,24 +197,19 @@ class MIGTTVDT(nn.Module):
         """Check the inputs; return the padding mask ``(B, T)`` (all False when None)."""
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 3 or x.shape[-1] != self.n_vars:
             fail(_MODEL, "x", f"a float tensor (B, T, V={self.n_vars})", describe(x),
-                  "stack the context values batch-first, one column per variable", TypeError)
+                 "stack the context values batch-first, one column per variable", TypeError)
         B, T, _ = x.shape
         if not isinstance(timestamps, Tensor) or timestamps.dtype == torch.bool or tuple(timestamps.shape) != (B, T):
             fail(_MODEL, "timestamps", f"an int64 tensor (B, T) = {(B, T)} of epoch seconds", describe(timestamps),
-                  "one UTC timestamp per step, e.g. torch.tensor(seconds, dtype=torch.int64)", TypeError)
+                 "one UTC timestamp per step, e.g. torch.tensor(seconds, dtype=torch.int64)", TypeError)
+        check_key_padding_mask(_MODEL, key_padding_mask, B, T)
         if key_padding_mask is None:
             key_padding_mask = torch.zeros(B, T, dtype=torch.bool, device=x.device)
-        elif not isinstance(key_padding_mask, Tensor) or key_padding_mask.dtype != torch.bool:
-            fail(_MODEL, "key_padding_mask", "a bool tensor (B, T), True = padding (ignored)", describe(key_padding_mask),
-                  "this is the nn.MultiheadAttention convention; a valid mask m becomes `~m`", TypeError)
-        elif tuple(key_padding_mask.shape) != (B, T):
-            fail(_MODEL, "key_padding_mask", f"of shape (B, T) = {(B, T)}", tuple(key_padding_mask.shape),
-                  "one entry per window and context step")
         if bool(key_padding_mask.all(dim=1).any()):
             fail(_MODEL, "key_padding_mask", "False (observed) at one step or more in every row",
-                  f"{int(key_padding_mask.all(dim=1).sum())} fully padded row(s)",
-                  "drop windows without any observation; there is nothing to forecast from")
+                 f"{int(key_padding_mask.all(dim=1).sum())} fully padded row(s)",
+                 "drop windows without any observation; there is nothing to forecast from")
         if not bool(torch.isfinite(x).all(dim=-1).logical_or(key_padding_mask).all()):
             fail(_MODEL, "x", "finite at every non-padded step", "NaN or inf at an observed step",
-                  "mark missing steps True in key_padding_mask")
+                 "mark missing steps True in key_padding_mask")
         return key_padding_mask

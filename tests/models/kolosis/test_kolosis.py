@@ -264,7 +264,8 @@ def test_r_reader_parses_a_named_list_of_character_vectors():
 def test_austen_novels_parse_from_the_cached_package():
     """Runs where the pinned r-cran-janeaustenr package was already fetched (no network in tests)."""
     if not (data_dir() / "extracted" / "r-cran-janeaustenr-1.0.0-1").exists():
-        pytest.skip("r-cran-janeaustenr not fetched here; `python -m tempattn.models kolosis --dataset austen` fetches it")
+        pytest.skip("r-cran-janeaustenr not fetched here; "
+                    "`python -m tempattn.models kolosis --dataset austen` fetches it")
     text = kdata.load_austen()
     assert text.startswith("SENSE AND SENSIBILITY\n\nby Jane Austen")
     titles = ["SENSE AND SENSIBILITY", "PRIDE AND PREJUDICE", "MANSFIELD PARK", "EMMA", "NORTHANGER ABBEY",
