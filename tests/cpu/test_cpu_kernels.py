@@ -99,6 +99,12 @@ CASES = [
     ("decay", (2, 2, 90, 130, 16, 16), dict(window=33, times=True)),
     ("decay", (2, 2, 70, 70, 16, 8), dict(times=True, mask=True, eps=0.0)),
     ("decay", (3, 5, 1, 1, 8, 8), dict(window=300, eps=0.5)),
+    # Decoding steps (at most 4 query rows, no band): keys and values read in place when Dv fills vectors.
+    ("masked_sdpa", (2, 3, 3, 300, 40, 32), dict(causal=True, mask=True)),
+    ("masked_sdpa", (2, 2, 2, 100, 16, 16), dict()),
+    ("relpos", (2, 2, 1, 200, 24, 16), dict(window=None, mask=True)),
+    ("decay", (2, 2, 4, 150, 16, 32), dict(times=True, mask=True)),
+    ("decay", (1, 2, 4, 150, 16, 20), dict()),
     # Narrow bands over more than 1024 keys: several backward key chunks per head.
     ("relpos", (1, 2, 2300, 2300, 8, 8), dict(window=40, mask=True)),
     ("decay", (1, 2, 2100, 2300, 8, 8), dict(window=100, times=True)),
@@ -287,3 +293,16 @@ def test_rejects_bad_arguments_in_kernel(op):
                                     0.0, 0, 1.0)
     with pytest.raises(RuntimeError, match="`k`"):
         ops.masked_sdpa_fwd(q, k[..., :4], v, None, None, False, 0.0, 0, 1.0)
+
+
+@pytest.mark.parametrize("Tq", [1, 2, 4, 5])
+@pytest.mark.parametrize("op", OPS)
+def test_float32_decoding_steps_match_float64_reference(op, Tq):
+    """A few query rows against a long cache (the in-place decoding path up to 4 rows, packed from 5)."""
+    gen = torch.Generator().manual_seed(11 + Tq)
+    Tk = 333
+    t = make_inputs(op, 2, 3, Tq, Tk, 40, 32, torch.float32, window=None, key_bias_shape="bht", gen=gen)
+    kw = dict(causal=True, key_valid_mask=random_mask(2, Tk, gen))
+    got = forward_backward(op, t, "cpu", **kw)
+    want = forward_backward(op, {n: x.detach().double() for n, x in t.items()}, "reference", **kw)
+    assert_close_all(got, [w.to(g.dtype) for g, w in zip(got, want)], rtol=2e-4, atol=2e-5, names=names_of(t))

@@ -4,7 +4,8 @@
 // Forward: one task per (b, h, query tile of tile_m rows), run in score blocks of block_m rows by
 // block_n keys; blocks outside the causal / window band, or holding only padding, are skipped.
 // Unbanded geometries pack every head's keys and values once up front; in a band (causal with a
-// window) each task packs just the keys its rows can see. Only out and the row log-sum-exp are
+// window) each task packs just the keys its rows can see; a decoding step (at most kDecodeRows
+// query rows) reads them in place. Only out and the row log-sum-exp are
 // written. Backward: one task per (b, h, key chunk), a partition that depends on the shape only
 // (KeyChunks). A task walks the query tiles that see its keys in order, recomputing P from the
 // saved lse; it owns dK, dV and d key_bias of its keys and writes its own dQ and modifier
@@ -225,13 +226,16 @@ void apply_dropout(const DropoutMask& dropout, int64_t b, int64_t h, int64_t i, 
 // ----------------------------------------------------------------------------------- forward
 
 // Keys [j_base, ...) of one (b, h), keys transposed to (D, ld_keys) and values to (rows, ld_values)
-// in the accumulation dtype, so the score and output GEMMs read unit-stride padded rows.
+// in the accumulation dtype, so the score and output GEMMs read unit-stride padded rows. When
+// decoding, keys_t is null and the scores read the key rows in place (keys, ld_keys = their stride).
 template <typename acc_t>
 struct KeyValuePanel {
   const acc_t* keys_t;
   const acc_t* values;
   int64_t ld_keys, ld_values, j_base;
+  const acc_t* keys = nullptr;
   const acc_t* key_block(int64_t j0) const { return keys_t + (j0 - j_base); }
+  const acc_t* key_rows(int64_t j0) const { return keys + (j0 - j_base) * ld_keys; }
   const acc_t* value_rows(int64_t j0) const { return values + (j0 - j_base) * ld_values; }
 };
 
@@ -239,6 +243,39 @@ struct KeyValuePanel {
 template <typename scalar_t, typename acc_t>
 bool reads_values_in_place(const AttentionGeometry& g) {
   return std::is_same_v<scalar_t, acc_t> && g.Dv % vec_size<acc_t>() == 0;
+}
+
+// The most query rows of a call that reads keys in place rather than packing them.
+constexpr int64_t kDecodeRows = 4;
+
+// A few query rows against unbanded keys (a decoding step with a key/value cache): each key is
+// used by so few rows that packing its transpose would cost more than the dot products, so the
+// scores read the key rows and the output GEMM the value rows where they are.
+template <typename scalar_t, typename acc_t>
+bool decodes_in_place(const AttentionGeometry& g) {
+  return !g.banded() && g.Tq <= kDecodeRows && reads_values_in_place<scalar_t, acc_t>(g);
+}
+
+// s[r][c] = q_r . k_c for r < m, c < n over D columns: q rows (ld_q, zero past D), key rows at
+// stride ld_k, read in place. Columns [n, padded(n)) of s are set to 0 (the score pass reads whole
+// vectors and masks them).
+template <typename acc_t>
+void dot_rows(int64_t m, int64_t n, int64_t D, const acc_t* q, int64_t ld_q, const acc_t* k, int64_t ld_k, acc_t* s,
+              int64_t ld_s) {
+  using Vec = at::vec::Vectorized<acc_t>;
+  constexpr int64_t W = Vec::size();
+  for (int64_t c = 0; c < n; ++c) {
+    const acc_t* key = k + c * ld_k;
+    for (int64_t r = 0; r < m; ++r) {
+      Vec acc(acc_t(0));
+      for (int64_t d = 0; d < D; d += W) {
+        const Vec kv = d + W <= D ? Vec::loadu(key + d) : Vec::loadu(key + d, static_cast<int>(D - d));
+        acc = at::vec::fmadd(Vec::loadu(q + r * ld_q + d), kv, acc);
+      }
+      s[r * ld_s + c] = at::vec::vec_reduce_all<acc_t>(std::plus<Vec>(), acc);
+    }
+  }
+  for (int64_t r = 0; r < m; ++r) std::fill(s + r * ld_s + n, s + r * ld_s + padded<acc_t>(n), acc_t(0));
 }
 
 // Packs keys and values [j_lo, j_lo + n) of (b, h) into keys_t (D, ld_keys) and values (n, ld_values).
@@ -334,8 +371,11 @@ void forward_rows(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
   for (int64_t j0 = key_lo; j0 <= key_hi; j0 += bn) {
     const int64_t n = std::min(bn, key_hi + 1 - j0);
     if (!validity.any(b, j0, j0 + n)) continue;
-    gemm(m, padded<acc_t>(n), g.D, sc.q.data() + r0 * sc.ld_q, sc.ld_q, kv.key_block(j0), kv.ld_keys,
-         sc.scores.data(), bn, false);
+    if (kv.keys_t != nullptr)
+      gemm(m, padded<acc_t>(n), g.D, sc.q.data() + r0 * sc.ld_q, sc.ld_q, kv.key_block(j0), kv.ld_keys,
+           sc.scores.data(), bn, false);
+    else
+      dot_rows(m, n, g.D, sc.q.data() + r0 * sc.ld_q, sc.ld_q, kv.key_rows(j0), kv.ld_keys, sc.scores.data(), bn);
     // Two passes over the rows, so that the rows' independent dependency chains overlap.
     acc_t block_max[kMaxBlockRows];
     for (int64_t r = 0; r < m; ++r)
@@ -352,8 +392,23 @@ void forward_rows(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
   }
 }
 
-// Query rows [i0, i0 + m), m <= tile_m, of (b, h) = bh: their keys and values come from the
-// shared pack, or (banded) are packed here; the rows run in sub-tiles of block_m rows.
+// The keys and values query rows [i0, i0 + m) of (b, h) read: the shared pack, the tensors
+// themselves when decoding, or (banded) the span the rows see, packed into the scratch.
+template <typename scalar_t, typename acc_t>
+KeyValuePanel<acc_t> tile_panel(const AttentionInputs<scalar_t, acc_t>& in, const PackedKeysValues<acc_t>* shared,
+                                int64_t b, int64_t h, int64_t i0, int64_t m, ForwardScratch<acc_t>& sc) {
+  const auto& g = in.geo;
+  if (shared != nullptr) return shared->panels[b * g.H + h];
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (decodes_in_place<scalar_t, acc_t>(g))
+      return {nullptr, in.v.row(b, h, 0), in.k.stride_t, in.v.stride_t, 0, in.k.row(b, h, 0)};
+  }
+  const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
+  return pack_keys_values(in, b, h, key_lo, key_hi + 1 - key_lo, sc.keys_t.data(), sc.ld_keys, sc.values.data(),
+                          sc.ld_v);
+}
+
+// Query rows [i0, i0 + m), m <= tile_m, of (b, h) = bh, in sub-tiles of block_m rows.
 template <typename scalar_t, typename acc_t, typename Mod>
 void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, const PackedKeysValues<acc_t>* shared,
                   const KeyValidity& validity, int64_t bh, int64_t i0, int64_t m, ForwardScratch<acc_t>& sc,
@@ -364,11 +419,7 @@ void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
   std::fill(sc.out.begin(), sc.out.end(), acc_t(0));
   std::fill(sc.row_max.begin(), sc.row_max.end(), neg_inf<acc_t>());
   std::fill(sc.row_sum.begin(), sc.row_sum.end(), acc_t(0));
-  const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
-  const KeyValuePanel<acc_t> kv =
-      shared != nullptr ? shared->panels[bh]
-                        : pack_keys_values(in, b, h, key_lo, key_hi + 1 - key_lo, sc.keys_t.data(), sc.ld_keys,
-                                           sc.values.data(), sc.ld_v);
+  const KeyValuePanel<acc_t> kv = tile_panel(in, shared, b, h, i0, m, sc);
   for (int64_t r0 = 0; r0 < m; r0 += g.block_m())
     forward_rows(in, mod, kv, validity, b, h, i0 + r0, std::min(g.block_m(), m - r0), r0, sc);
   for (int64_t r = 0; r < m; ++r) {
@@ -384,7 +435,7 @@ template <typename scalar_t, typename acc_t, typename Mod>
 void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, scalar_t* out, acc_t* lse) {
   const auto& g = in.geo;
   std::optional<PackedKeysValues<acc_t>> shared;
-  if (!g.banded()) shared.emplace(in);
+  if (!g.banded() && !decodes_in_place<scalar_t, acc_t>(g)) shared.emplace(in);
   const KeyValidity validity(in.key_valid, g.B, g.Tk);
   const int64_t tm = g.tile_m(), n_tiles = (g.Tq + tm - 1) / tm;
   parallel_tasks(
