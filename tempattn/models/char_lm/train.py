@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data import DataUnavailable
-from ..common.cli import options, positive, start_run, training_parser, write_metrics
+from ..common.lm import lr_factor, unigram_cross_entropy
+from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
 from ..common.text import random_windows
 from .data import DATASETS, CharCorpus, load_dataset
 from .model import CharLanguageModel, CharTransformerLM, build_char_lm, build_char_lstm, matched_lstm_hidden
@@ -36,13 +37,6 @@ def char_metrics(total_nll: float, n_chars: int) -> Dict[str, float]:
         raise ValueError(f"char_metrics: `n_chars` must be > 0, got {n_chars}; hint: evaluate on non-empty text")
     loss = total_nll / n_chars
     return {"loss": loss, "perplexity": math.exp(loss), "bpc": loss / math.log(2.0)}
-
-
-def unigram_cross_entropy(train_ids: Tensor, val_ids: Tensor, vocab_size: int, smoothing: float = 1.0) -> float:
-    """Validation loss (nats/char) of the add-``smoothing`` unigram distribution of ``train_ids``."""
-    counts = torch.bincount(train_ids, minlength=vocab_size).double() + smoothing
-    log_probs = (counts / counts.sum()).log()
-    return float(-log_probs[val_ids].mean())
 
 
 def evaluation_windows(ids: Tensor, length: int) -> Tuple[Tensor, Tensor]:
@@ -77,25 +71,12 @@ def evaluate(model: CharLanguageModel, ids: Tensor, context: int, batch_size: in
 
 # ---- training -----------------------------------------------------------------------------------------
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.1) -> float:
-    """Learning-rate multiplier: linear warm-up to 1 over ``warmup_steps``, then cosine down to ``floor``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 5
-    steps_per_epoch: int = 100
+class TrainConfig(TrainBudget):
     batch_size: int = 32
     context: int = 64
-    lr: float = 3e-3
     weight_decay: float = 0.01
     grad_clip: float = 1.0
-    seed: int = 0
-    device: str = "cpu"
     max_eval_chars: int = 100_000   # validation is scored on its first max_eval_chars characters
 
     @property
@@ -210,9 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     optimum = "" if corpus.optimum is None else f", optimum (entropy rate) {corpus.optimum:.4f}"
     print(f"{args.name} on {args.dataset}: {n_params} parameters, vocab {corpus.vocab.size}, "
           f"{len(corpus.train)} train / {len(corpus.val)} val chars; unigram val_loss {baseline:.4f}{optimum}")
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                         context=args.context, lr=args.lr, seed=args.seed, device=args.device,
-                         max_eval_chars=args.max_eval_chars)
+    config = TrainConfig.from_args(args, context=args.context, max_eval_chars=args.max_eval_chars)
     history = train(model, corpus, config, log=print)
     sample = _sample(model, corpus, args)
     print(f"sample (temperature {SAMPLE_TEMPERATURE}, top_p {SAMPLE_TOP_P}):\n{sample}")

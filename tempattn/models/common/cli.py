@@ -2,9 +2,11 @@
 
 Each family's ``train.main`` builds its parser with :func:`training_parser` (name, dataset and
 budget, optimiser, seed, device, tempattn backend, CPU threads, output directory), adds its own
-model options, then calls :func:`start_run` and finally :func:`write_metrics`.
+model options, then calls :func:`start_run`, builds its ``TrainConfig`` (a :class:`TrainBudget`)
+with ``from_args`` and finally calls :func:`write_metrics`.
 """
 import argparse
+import dataclasses
 import json
 import math
 import pathlib
@@ -12,9 +14,27 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["positive", "training_parser", "start_run", "options", "write_metrics"]
+__all__ = ["TrainBudget", "positive", "training_parser", "start_run", "options", "write_metrics"]
 
 BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainBudget:
+    """What every family's ``TrainConfig`` starts from: ``epochs`` x ``steps_per_epoch`` optimiser
+    steps on batches of ``batch_size``, learning rate ``lr``, the ``seed`` and the ``device``."""
+    epochs: int = 5
+    steps_per_epoch: int = 100
+    batch_size: int = 64
+    lr: float = 3e-3
+    seed: int = 0
+    device: str = "cpu"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **extra):
+        """The config of the shared options parsed by :func:`training_parser`, plus the family's ``extra`` fields."""
+        return cls(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
+                   seed=args.seed, device=args.device, **extra)
 
 
 def positive(kind: type) -> Callable[[str], object]:

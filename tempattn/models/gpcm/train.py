@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, positive, start_run, training_parser, write_metrics
 from .data import DATASETS, ResponseSequences, load_dataset, oracle_log_probs, simulate_gpcm, split_by_student
 
 __all__ = ["quadratic_weighted_kappa", "prediction_metrics", "masked_nll", "per_item_marginal",
@@ -107,14 +107,8 @@ def evaluate(model: nn.Module, sequences: ResponseSequences, batch_size: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(TrainBudget):
     """Budget and optimiser: ``epochs`` × ``steps_per_epoch`` Adam steps on batches of random students."""
-    epochs: int = 5
-    steps_per_epoch: int = 100
-    batch_size: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    device: str = "cpu"
     grad_clip: float = 1.0
 
     def __post_init__(self):
@@ -192,7 +186,7 @@ def main(argv: Sequence[str]) -> int:
     model = create_model(args.name, n_items=sequences.n_items, n_categories=sequences.n_categories,
                          item_categories=sequences.item_categories, embed_dim=args.embed_dim, dropout=args.dropout,
                          backend=args.backend)
-    config = TrainConfig(args.epochs, args.steps_per_epoch, args.batch_size, args.lr, args.seed, args.device)
+    config = TrainConfig.from_args(args)
     print(f"{args.name} on {args.dataset}: {len(train_set)}/{len(val_set)}/{len(test_set)} train/val/test students, "
           f"{sequences.n_items} items, K={sequences.n_categories}")
     history = train(model, train_set, val_set, config)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from ...data import DataUnavailable, Package, extract_members
+from ..common.lm import unigram_cross_entropy
 from ..common.text import CharVocab, load_text, random_windows, split_ids
 
 __all__ = ["DATASETS", "GeometricEchoSource", "truncated_geometric_lags", "EchoTask", "TextTask",
@@ -170,13 +171,6 @@ class TextTask:
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> Tuple[Tensor, Tensor]:
         return random_windows(self.train_ids, batch_size, self.context, generator)
-
-
-def unigram_cross_entropy(train_ids: Tensor, val_ids: Tensor, vocab_size: int) -> float:
-    """Loss (nats) on ``val_ids`` of the add-one-smoothed unigram distribution of ``train_ids``."""
-    counts = torch.bincount(train_ids, minlength=vocab_size).double() + 1.0
-    log_probs = (counts / counts.sum()).log()
-    return float(-log_probs[val_ids].mean())
 
 
 # ---- Jane Austen: a minimal reader for R's lazy-load database -----------------------------------

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import options, positive, start_run, training_parser, write_metrics
+from ..common.lm import lr_factor
+from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
 from .data import DATASETS, load_task
 from .model import FUSIONS, KolosisLM
 
@@ -71,26 +72,13 @@ def stream_report(model: KolosisLM) -> Dict[str, Optional[list]]:
 
 # ---- training ---------------------------------------------------------------------------------
 
-@dataclasses.dataclass
-class TrainConfig:
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(TrainBudget):
     """Budget and optimiser settings; the learning rate warms up linearly, then decays by a cosine to 10%."""
-    epochs: int = 5
-    steps_per_epoch: int = 100
     batch_size: int = 32
-    lr: float = 3e-3
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     warmup_steps: int = 20
-    seed: int = 0
-    device: str = "cpu"
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, floor: float = 0.1) -> float:
-    """Multiplier of the base rate at optimiser ``step`` (0-based): linear warm-up, then cosine to ``floor``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, grad_clip: float) -> float:
@@ -176,8 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = create_model(args.name, vocab_size=task.vocab_size, context=args.context, embed_dim=args.embed_dim,
                          num_heads=args.num_heads, num_layers=args.num_layers, n_concepts=args.n_concepts,
                          fusion=args.fusion, dropout=args.dropout, backend=args.backend)
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, device=args.device)
+    config = TrainConfig.from_args(args)
     n_parameters = sum(p.numel() for p in model.parameters())
     references = ", ".join(f"{k} {v:.4f}" for k, v in task.references.items())
     print(f"{args.name} on {args.dataset}: vocab {task.vocab_size}, {n_parameters} parameters, "

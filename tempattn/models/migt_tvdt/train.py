@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ...data import DataUnavailable
-from ..common.cli import options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
 from .data import DATASETS, ForecastData, Windows, load_dataset, make_windows
 from .model import MIGTTVDT, check_quantiles, last_valid_index
 
@@ -165,17 +165,13 @@ def reference_scores(data: ForecastData, windows: Dict[str, Windows],
 # ---- training -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(TrainBudget):
     """Optimisation budget and windowing; ``seed`` fixes the batch order."""
     epochs: int = 8
-    steps_per_epoch: int = 100
-    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     context: int = 64
-    seed: int = 0
-    device: str = "cpu"
     eval_batch_size: int = 512
 
     def __post_init__(self):
@@ -283,8 +279,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                         lr=args.lr, context=args.context, seed=args.seed, device=args.device)
+    config = TrainConfig.from_args(args, context=args.context)
     start_run(args)
     try:
         data = load_dataset(args.dataset, horizon=args.horizon, min_history=args.context // 4, seed=args.seed)

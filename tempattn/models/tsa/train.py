@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
 from . import data as tsa_data
 from .data import EventSequences, FraudDataset
 from .model import TSAGated
@@ -137,16 +137,10 @@ class LogisticRegression:
 # ---- training -----------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(TrainBudget):
     """Budget and optimiser. ``balance_weight`` scales the MoE load-balancing loss."""
-    epochs: int = 5
-    steps_per_epoch: int = 100
-    batch_size: int = 64
-    lr: float = 3e-3
     weight_decay: float = 1e-4
     balance_weight: float = 0.01
-    seed: int = 0
-    device: str = "cpu"
     eval_batch_size: int = 1024
 
 
@@ -281,8 +275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_set, val_set, test_set = (dataset.subset(rows) for rows in (train_rows, val_rows, test_rows))
     torch.manual_seed(args.seed)
     model = create_model(args.name, **dataset.spec.model_kwargs(), d_model=args.d_model, backend=args.backend)
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-                         lr=args.lr, seed=args.seed, device=args.device)
+    config = TrainConfig.from_args(args)
     history = train(model, train_set, val_set, config)
     final = {"test": evaluate(model, test_set, config),
              "baseline_logreg_last_event": baseline_report(train_set, test_set),

@@ -7,8 +7,7 @@ import torch
 from tempattn.data import DataUnavailable
 from tempattn.models.char_lm.data import load_corpus, load_dataset, synthetic_corpus
 from tempattn.models.char_lm.model import CharLanguageModel
-from tempattn.models.char_lm.train import (char_metrics, evaluate, evaluation_windows, lr_factor,
-                                           unigram_cross_entropy)
+from tempattn.models.char_lm.train import char_metrics, evaluate, evaluation_windows, unigram_cross_entropy
 from tempattn.models.common.text import MarkovSource, load_text
 
 
@@ -19,12 +18,6 @@ def test_char_metrics_by_hand():
     assert metrics["bpc"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="n_chars"):
         char_metrics(1.0, 0)
-
-
-def test_unigram_cross_entropy_by_hand():
-    # add-one counts of [0, 0, 1] over 3 symbols: [3, 2, 1] / 6
-    got = unigram_cross_entropy(torch.tensor([0, 0, 1]), torch.tensor([0, 1, 2]), vocab_size=3)
-    assert got == pytest.approx(-(math.log(3 / 6) + math.log(2 / 6) + math.log(1 / 6)) / 3)
 
 
 def test_evaluation_windows_cover_each_target_once():
@@ -55,13 +48,6 @@ def test_evaluate_scores_every_window_target():
     got = evaluate(FixedDistribution(probs), ids, context=4, batch_size=2)
     assert got["loss"] == pytest.approx(expected, rel=1e-6)
     assert got["perplexity"] == pytest.approx(math.exp(expected), rel=1e-6)
-
-
-def test_lr_factor_warmup_then_cosine_to_floor():
-    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
-    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
-    assert lr_factor(55, 100, 10, floor=0.2) == pytest.approx(0.6)  # half-way through the cosine
-    assert lr_factor(100, 100, 10, floor=0.2) == pytest.approx(0.2)
 
 
 def test_synthetic_corpus_is_seeded_with_its_entropy_rate_as_optimum():

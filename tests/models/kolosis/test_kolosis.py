@@ -161,19 +161,6 @@ def test_mean_nll_perplexity_and_bits_by_hand():
     assert ktrain.bits_per_token(math.log(8.0)) == pytest.approx(3.0)
 
 
-def test_unigram_cross_entropy_by_hand():
-    # add-one counts of [0, 0, 1] over 3 symbols: (3, 2, 1) / 6
-    got = kdata.unigram_cross_entropy(torch.tensor([0, 0, 1]), torch.tensor([0, 2]), 3)
-    assert got == pytest.approx(-(math.log(3 / 6) + math.log(1 / 6)) / 2)
-
-
-def test_lr_factor_warms_up_then_decays_to_the_floor():
-    assert [ktrain.lr_factor(s, 100, 4) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert ktrain.lr_factor(4, 100, 4) == pytest.approx(1.0)
-    assert ktrain.lr_factor(52, 100, 4) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert ktrain.lr_factor(100, 100, 4) == pytest.approx(0.1)
-
-
 def test_evaluate_weights_every_token_equally_across_uneven_batches():
     model = tiny()
     x, y = random_ids(7, 10), random_ids(7, 10)
