@@ -5,9 +5,8 @@
 // block_n keys; blocks outside the causal / window band, or holding only padding, are skipped.
 // Unbanded geometries pack every head's keys and values once up front; in a band (causal with a
 // window) each task packs just the keys its rows can see; a decoding step (at most kDecodeRows
-// query rows) reads them in place. Only out and the row log-sum-exp are
-// written. Backward: one task per (b, h, key chunk), a partition that depends on the shape only
-// (KeyChunks). A task walks the query tiles that see its keys in order, recomputing P from the
+// query rows) reads them in place. Only out and the row log-sum-exp are written. Backward: one
+// task per (b, h, key chunk), a partition that depends on the shape only (KeyChunks). A task walks the query tiles that see its keys in order, recomputing P from the
 // saved lse; it owns dK, dV and d key_bias of its keys and writes its own dQ and modifier
 // partials, which are then summed in chunk order. So every reduction runs in a fixed order
 // whatever the thread count (no atomics on floats). No buffer grows with Tq * Tk.
@@ -304,12 +303,14 @@ struct PackedKeysValues {
     const int64_t ld_keys = g.Tk + vec_size<acc_t>(), ld_values = padded<acc_t>(g.Dv);
     // Every row and column is written below: the packs need no zeroing pass.
     keys_t = Buffer<acc_t>::uninitialized(g.B * g.H * g.D * ld_keys);
-    if (!reads_values_in_place<scalar_t, acc_t>(g)) values = Buffer<acc_t>::uninitialized(g.B * g.H * g.Tk * ld_values);
+    if (!reads_values_in_place<scalar_t, acc_t>(g))
+      values = Buffer<acc_t>::uninitialized(g.B * g.H * g.Tk * ld_values);
     panels.resize(g.B * g.H);
     at::parallel_for(0, g.B * g.H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t bh = begin; bh < end; ++bh) {
         acc_t* head_keys_t = keys_t.data() + bh * g.D * ld_keys;
-        for (int64_t d = 0; d < g.D; ++d) std::fill(head_keys_t + d * ld_keys + g.Tk, head_keys_t + (d + 1) * ld_keys, acc_t(0));
+        for (int64_t d = 0; d < g.D; ++d)
+          std::fill(head_keys_t + d * ld_keys + g.Tk, head_keys_t + (d + 1) * ld_keys, acc_t(0));
         panels[bh] = pack_keys_values(in, bh / g.H, bh % g.H, 0, g.Tk, head_keys_t, ld_keys,
                                       values.empty() ? nullptr : values.data() + bh * g.Tk * ld_values, ld_values);
       }
@@ -452,9 +453,10 @@ void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mo
 // The backward's fixed partition of each (b, h)'s keys into chunks, a function of the shape
 // only: enough (b, h, chunk) tasks for 16 threads, chunks of >= 256 keys, and the dQ partials of
 // all chunks within 2^24 values. In a narrow band a chunk's dQ partial spans just its keys plus
-// the window, so chunks there stay short (kBandChunkKeys), keeping each task's packs cache-sized. Chunk c owns dK, dV and d key_bias of keys [k0(c), k1(c)) and
-// writes dQ partials for the query rows [i_lo(c), i_hi(c)) that can see them, stacked at
-// dq_offset(c) rows; the partials are summed in chunk order afterwards.
+// the window, so chunks there stay short (kBandChunkKeys), keeping each task's packs
+// cache-sized. Chunk c owns dK, dV and d key_bias of keys [k0(c), k1(c)) and writes dQ partials
+// for the query rows [i_lo(c), i_hi(c)) that can see them, stacked at dq_offset(c) rows; the
+// partials are summed in chunk order afterwards.
 constexpr int64_t kBandChunkKeys = 1024;
 
 struct KeyChunks {

@@ -95,10 +95,12 @@ void gemm_rows(int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T
   int64_t i = 0;
   for (; i + ROWS <= M; i += ROWS)
     gemm_row_block<T, ROWS, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate);
+  const T* a = A + i * row_step;
+  T* c = C + i * ldc;
   switch (M - i) {
-    case 3: gemm_row_block<T, 3, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
-    case 2: gemm_row_block<T, 2, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
-    case 1: gemm_row_block<T, 1, kTransposedA>(N, K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc, accumulate); break;
+    case 3: gemm_row_block<T, 3, kTransposedA>(N, K, a, lda, B, ldb, c, ldc, accumulate); break;
+    case 2: gemm_row_block<T, 2, kTransposedA>(N, K, a, lda, B, ldb, c, ldc, accumulate); break;
+    case 1: gemm_row_block<T, 1, kTransposedA>(N, K, a, lda, B, ldb, c, ldc, accumulate); break;
     default: break;
   }
 }
