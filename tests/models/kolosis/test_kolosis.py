@@ -1,7 +1,6 @@
 """kolosis: model contract, leak-freedom, fusion, argument checks, metrics, data, learning and the CLI."""
 import json
 import math
-import struct
 
 import pytest
 import torch
@@ -228,24 +227,6 @@ def test_text_task_validation_windows_are_disjoint_and_inside_validation():
 def test_load_task_rejects_unknown_datasets():
     with pytest.raises(ValueError, match="dataset.*wikitext.*hint"):
         kdata.load_task("wikitext", 16)
-
-
-def _xdr_int(*values):
-    return b"".join(struct.pack(">i", v) for v in values)
-
-
-def _xdr_string(text):
-    return _xdr_int(0x00040009, len(text)) + text.encode()
-
-
-def test_r_reader_parses_a_named_list_of_character_vectors():
-    """Hand-built R serialization (format 3) of list(a = c("x", NA), b = 7L)."""
-    header = b"X\n" + _xdr_int(3, 0x040201, 0x030500, 5) + b"UTF-8"
-    strings = _xdr_int(16, 2) + _xdr_string("x") + _xdr_int(0x00000009, -1)
-    integer = _xdr_int(13, 1, 7)
-    names = _xdr_int(0x402, 1) + _xdr_string("names") + _xdr_int(16, 2) + _xdr_string("a") + _xdr_string("b")
-    blob = header + _xdr_int(19 | (1 << 9), 2) + strings + integer + names + _xdr_int(254)
-    assert kdata._RReader(blob).read() == {"a": ["x", None], "b": [7]}
 
 
 def test_austen_novels_parse_from_the_cached_package():
