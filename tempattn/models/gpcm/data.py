@@ -5,14 +5,16 @@ Missing responses (NaN in a response matrix, ~1% of the SweSAT answers) are trea
 answered*: :func:`sequences_from_matrix` drops them, so they are neither model input nor target.
 Sequences are right-padded; ``padding_mask`` is True at padding.
 
-Real data (DATA.md), all from the ``irtorch==0.5.6`` wheel on PyPI, fetched once and cached under
-``data/`` (:mod:`tempattn.data`):
+Real data (DATA.md), fetched once and cached under ``data/`` (:mod:`tempattn.data`):
 
 - ``math1``, ``math2``: Swedish national mathematics test, 1008 and 1401 students × 28 items, partial
   credit 0–4 (K = 5); each item's number of categories is its maximum score + 1.
 - ``swesat_quant``, ``swesat_verb``: Swedish SAT 2022B, 5000 students × 80 multiple-choice items;
   the chosen option is scored against the answer key (``*_correct.txt``, options numbered from 1):
-  1 = correct, 0 = incorrect (K = 2).
+  1 = correct, 0 = incorrect (K = 2). These four come from the ``irtorch==0.5.6`` wheel on PyPI.
+- ``mathexam14w``: a university maths exam of 2014, 729 students × 13 items, credits 0/1/2
+  (K = 3), the ``MathExam14W`` data frame of the ``r-cran-psychotools`` Debian package, read from
+  its ``.rda`` file by :mod:`tempattn.data.rdata`.
 
 Students are split into disjoint train / validation / test sets by a seeded permutation
 (:func:`split_by_student`), so no student's responses inform the model that is scored on them.
