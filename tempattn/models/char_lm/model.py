@@ -14,6 +14,7 @@ from torch import Tensor
 from ...nn import KVCache
 from ...nn import CausalSelfAttention
 from ...nn._heads import check_dropout, check_head_config, check_positive_int, describe, fail
+from ...ops.common.validation import value_checks_enabled
 
 __all__ = ["TransformerBlock", "CharLanguageModel", "CharTransformerLM", "CharLSTM",
            "check_sampling_args", "filter_logits", "next_token_probs", "sample_next",
@@ -106,7 +107,7 @@ class CharLanguageModel(nn.Module):
         if ids.dim() != 2 or ids.shape[1] == 0 or (max_len is not None and ids.shape[1] > max_len):
             fail(where, name, f"of shape (B, T) with T >= 1{limit}", tuple(ids.shape),
                  "split long text into windows of at most `context` characters")
-        if bool(((ids < 0) | (ids >= self.vocab_size)).any()):
+        if value_checks_enabled(ids) and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
             fail(where, name, f"ids in [0, vocab_size) = [0, {self.vocab_size})",
                  f"values in [{int(ids.min())}, {int(ids.max())}]", "encode text with the corpus' CharVocab")
         return ids

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ...nn import DecayStats, MultiheadAttention, MultiScaleDecayAttention
 from ...nn._heads import fail
+from ...ops.common.validation import value_checks_enabled
 
 __all__ = ["STREAMS", "BASELINE_STREAMS", "DEFAULT_SCALES", "FUSIONS", "ConceptStream", "SemanticStream",
            "TemporalStream", "KolosisBlock", "KolosisLM"]
@@ -190,7 +191,7 @@ class KolosisLM(nn.Module):
         if ids.dim() != 2 or not 1 <= ids.shape[1] <= self.context:
             _fail("ids", f"of shape (B, T) with 1 <= T <= context = {self.context}", tuple(ids.shape),
                   "split longer text into windows of at most `context` tokens")
-        if ids.numel() and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
+        if ids.numel() and value_checks_enabled(ids) and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
             values = f"values in [{int(ids.min())}, {int(ids.max())}]"
             _fail("ids", f"in [0, vocab_size) = [0, {self.vocab_size})", values,
                   "encode with the vocabulary the model was built for")

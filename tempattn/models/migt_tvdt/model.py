@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ...nn import CompositeTimeEncoding, MultiheadAttention
 from ...nn._heads import check_key_padding_mask, check_positive_int, describe, fail
+from ...ops.common.validation import value_checks_enabled
 
 __all__ = ["MIGTTVDT", "GatedRevIN", "VariableEmbedding", "TemporalCrossBlock", "NonCrossingQuantileHead",
            "last_valid_index", "check_quantiles"]
@@ -143,6 +144,17 @@ class NonCrossingQuantileHead(nn.Module):
         return torch.cat([lowest, lowest + F.softplus(raw[..., 1:]).cumsum(dim=-1)], dim=-1)
 
 
+def _check_observed(x: Tensor, key_padding_mask: Tensor) -> None:
+    """Every row has an observed step, and every observed step is finite (reads the data)."""
+    if bool(key_padding_mask.all(dim=1).any()):
+        fail(_MODEL, "key_padding_mask", "False (observed) at one step or more in every row",
+             f"{int(key_padding_mask.all(dim=1).sum())} fully padded row(s)",
+             "drop windows without any observation; there is nothing to forecast from")
+    if not bool(torch.isfinite(x).all(dim=-1).logical_or(key_padding_mask).all()):
+        fail(_MODEL, "x", "finite at every non-padded step", "NaN or inf at an observed step",
+             "mark missing steps True in key_padding_mask")
+
+
 class MIGTTVDT(nn.Module):
     """Multivariate quantile forecaster with temporal and cross-variable attention.
 
@@ -205,11 +217,6 @@ class MIGTTVDT(nn.Module):
         check_key_padding_mask(_MODEL, key_padding_mask, B, T)
         if key_padding_mask is None:
             key_padding_mask = torch.zeros(B, T, dtype=torch.bool, device=x.device)
-        if bool(key_padding_mask.all(dim=1).any()):
-            fail(_MODEL, "key_padding_mask", "False (observed) at one step or more in every row",
-                 f"{int(key_padding_mask.all(dim=1).sum())} fully padded row(s)",
-                 "drop windows without any observation; there is nothing to forecast from")
-        if not bool(torch.isfinite(x).all(dim=-1).logical_or(key_padding_mask).all()):
-            fail(_MODEL, "x", "finite at every non-padded step", "NaN or inf at an observed step",
-                 "mark missing steps True in key_padding_mask")
+        if value_checks_enabled(x):
+            _check_observed(x, key_padding_mask)
         return key_padding_mask

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ...nn import MultiheadAttention, TimeEncoding
 from ...nn import _heads
+from ...ops.common.validation import value_checks_enabled
 from .data import EventSequences
 
 __all__ = ["TSA", "TSAGated", "OrderAttention", "FeatureAttention", "MixtureOfExperts", "SequenceGate",
@@ -55,9 +56,11 @@ def _check_events(model: str, name: str, events, cardinalities: Sequence[int], n
     if events.numeric.shape[-1] != n_numeric:
         _heads.fail(model, f"{name}.numeric", f"(B, T, {n_numeric}) for n_numeric={n_numeric}",
                     tuple(events.numeric.shape), "build the model with the dataset's FeatureSpec.model_kwargs()")
+    if not value_checks_enabled(events.categorical):
+        return
     limits = torch.tensor(cardinalities, device=events.categorical.device)
-    real = ~events.padding_mask[..., None]
-    if bool(((events.categorical < 0) | (events.categorical >= limits)).logical_and(real).any()):
+    out_of_range = (events.categorical < 0) | (events.categorical >= limits)
+    if bool(out_of_range.logical_and(~events.padding_mask[..., None]).any()):
         _heads.fail(model, f"{name}.categorical", f"ids in [0, cardinality) per field, cardinalities={cardinalities}",
                     "an out-of-range id on a real event", "raise the cardinality or remap the ids")
 
@@ -85,7 +88,7 @@ def prepare_events(events: EventSequences, cardinalities: Sequence[int], n_numer
         reference_time = reference_time.to(times.dtype)
         reference = torch.where(torch.isfinite(reference_time), reference_time, reference)
     ages = reference[:, None] - times
-    if bool(((ages < 0) & real).any()):
+    if value_checks_enabled(real) and bool(((ages < 0) & real).any()):
         _heads.fail(model, f"{name}.times", "non-decreasing, with no real event after the target event",
                     "an event later than the target", "sort each history by time; a peer sequence may only hold "
                     "events up to the target's time (anything later leaks the future)")
