@@ -1,6 +1,6 @@
 """Causal self-attention layers: plain (masked_sdpa) and with temporal structure (relpos, decay).
 
-Both layers take ``x (B, T, E)`` and return ``(B, T, E)``; with ``cache=`` they decode
+Each layer takes ``x (B, T, E)`` and returns ``(B, T, E)``; with ``cache=`` it decodes
 incrementally and return ``(out, new_cache)`` (see :class:`~tempattn.nn.KVCache`).
 """
 from typing import NamedTuple, Optional, Sequence, Tuple
