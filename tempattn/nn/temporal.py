@@ -1,7 +1,7 @@
 """Causal self-attention layers: plain (masked_sdpa) and with temporal structure (relpos, decay).
 
 Each layer takes ``x (B, T, E)`` and returns ``(B, T, E)``; with ``cache=`` it decodes
-incrementally and return ``(out, new_cache)`` (see :class:`~tempattn.nn.KVCache`).
+incrementally and returns ``(out, new_cache)`` (see :class:`~tempattn.nn.KVCache`).
 """
 from typing import NamedTuple, Optional, Sequence, Tuple
 
