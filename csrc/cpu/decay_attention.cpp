@@ -105,7 +105,7 @@ struct TimesDecayMod {
   // partial[s] += sum_c ds[c] * r_s(c), partial[S + s] += sum_c ds[c] * r_s(c) * Delta(c), a
   // vector of keys at a time, lanes past n contributing ds = 0.
   void accumulate_grad(int64_t b, int64_t h, int64_t p, int64_t j0, int64_t n, const acc_t* ds,
-                       acc_t* partial) const {
+                       double* partial) const {
     using Vec = at::vec::Vectorized<acc_t>;
     constexpr int64_t W = Vec::size();
     const int64_t S = mix.scales();
@@ -154,15 +154,15 @@ auto with_decay_mod_maker(const DecayConfig& cfg, const Run& run) {
   });
 }
 
-// (sum dS * r_s, sum dS * r_s * Delta) per (h, s), summed over b in order, from the partials:
-// (B, H, Tk) per-offset dS sums in position mode, (B, H, 2, S) in timestamp mode.
+// (sum dS * r_s, sum dS * r_s * Delta) per (h, s), summed over b in order in float64, from the
+// float64 partials: (B, H, Tk) per-offset dS sums in position mode, (B, H, 2, S) in timestamp mode.
 template <typename acc_t>
-void mixture_sums(const DecayConfig& cfg, const DecayMixture<acc_t>& mix, const at::Tensor& partials, acc_t* sum_r,
-                  acc_t* sum_r_delta) {
+void mixture_sums(const DecayConfig& cfg, const DecayMixture<acc_t>& mix, const at::Tensor& partials, double* sum_r,
+                  double* sum_r_delta) {
   const int64_t B = partials.size(0), H = mix.heads(), S = mix.scales(), L = partials.size(2);
-  const acc_t* part = partials.const_data_ptr<acc_t>();
-  std::fill(sum_r, sum_r + H * S, acc_t(0));
-  std::fill(sum_r_delta, sum_r_delta + H * S, acc_t(0));
+  const double* part = partials.const_data_ptr<double>();
+  std::fill(sum_r, sum_r + H * S, 0.0);
+  std::fill(sum_r_delta, sum_r_delta + H * S, 0.0);
   for (int64_t h = 0; h < H; ++h) {
     if (cfg.times) {
       for (int64_t b = 0; b < B; ++b)
@@ -173,11 +173,12 @@ void mixture_sums(const DecayConfig& cfg, const DecayMixture<acc_t>& mix, const 
       continue;
     }
     for (int64_t d = 0; d < L; ++d) {
-      acc_t ds = 0;
+      double ds = 0;
       for (int64_t b = 0; b < B; ++b) ds += part[(b * H + h) * L + OffsetTableMod<acc_t>::slot(L, d)];
+      if (ds == 0) continue;  // offsets no admissible score has: r_s may be 0 * inf there
       const acc_t delta = static_cast<acc_t>(d), m = mix.log_mix(h, delta);
       for (int64_t s = 0; s < S; ++s) {
-        const acc_t weighted = ds * mix.responsibility(h, s, delta, m);
+        const double weighted = ds * mix.responsibility(h, s, delta, m);
         sum_r[h * S + s] += weighted;
         sum_r_delta[h * S + s] += weighted * delta;
       }
@@ -192,11 +193,12 @@ std::vector<at::Tensor> decay_param_grads(const DecayConfig& cfg, const at::Tens
   AT_DISPATCH_FLOATING_TYPES(cfg.log_gamma.scalar_type(), "decay_param_grads", [&] {
     const DecayMixture<scalar_t> mix(cfg.log_gamma, cfg.alpha_logits, cfg.eps);
     const int64_t H = mix.heads(), S = mix.scales();
-    std::vector<scalar_t> sum_r(H * S);
-    mixture_sums(cfg, mix, partials, sum_r.data(), dlog_gamma.mutable_data_ptr<scalar_t>());
+    std::vector<double> sum_r(H * S), sum_r_delta(H * S);
+    mixture_sums(cfg, mix, partials, sum_r.data(), sum_r_delta.data());
+    std::copy(sum_r_delta.begin(), sum_r_delta.end(), dlog_gamma.mutable_data_ptr<scalar_t>());
     scalar_t* da = dalpha.mutable_data_ptr<scalar_t>();
     for (int64_t h = 0; h < H; ++h) {
-      scalar_t total = 0;
+      double total = 0;
       for (int64_t s = 0; s < S; ++s) total += sum_r[h * S + s];
       for (int64_t s = 0; s < S; ++s) da[h * S + s] = sum_r[h * S + s] - mix.weight(h, s) * total;
     }
@@ -206,13 +208,13 @@ std::vector<at::Tensor> decay_param_grads(const DecayConfig& cfg, const at::Tens
 
 AttentionCall decay_call(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const DecayConfig& cfg, const std::optional<at::Tensor>& key_valid,
-                         const std::optional<at::Tensor>& key_bias, int64_t window, double dropout_p, int64_t seed,
+                         const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window, double dropout_p, int64_t seed,
                          double scale) {
   check_qkv(op, q, k, v);
   check_key_args(op, q, k, key_valid, key_bias);
   check_causal_lengths(op, q, k);
   check_dropout(op, dropout_p);
-  TORCH_CHECK(window >= -1, op, ": `window` must be >= 0, or -1 for none, got ", window);
+  TORCH_CHECK(!window || *window >= 0, op, ": `window` must be >= 0 or None, got ", *window);
   TORCH_CHECK(cfg.eps >= 0 && std::isfinite(cfg.eps), op, ": `eps` must be a finite float >= 0, got ", cfg.eps);
   const at::ScalarType acc = accumulate_dtype(q.scalar_type());
   TORCH_CHECK(cfg.log_gamma.dim() == 2 && cfg.log_gamma.size(1) >= 1, op,
@@ -223,15 +225,25 @@ AttentionCall decay_call(const char* op, const at::Tensor& q, const at::Tensor& 
   return {q, k, v, key_valid, key_bias, /*causal=*/true, window, dropout_p, seed, scale};
 }
 
+// The forward's value checks (see checks.h), under the public operator's name.
+void check_decay_values(const DecayConfig& cfg) {
+  const char* op = "decay_attention";
+  check_finite_values(op, "log_gamma", cfg.log_gamma);
+  check_finite_values(op, "alpha_logits", cfg.alpha_logits);
+  check_non_positive_log_gamma(op, cfg.log_gamma);
+  if (cfg.times) check_times_values(op, *cfg.times);
+}
+
 std::tuple<at::Tensor, at::Tensor> decay_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                        const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
                                                        const std::optional<at::Tensor>& times,
                                                        const std::optional<at::Tensor>& key_valid,
-                                                       const std::optional<at::Tensor>& key_bias, int64_t window,
+                                                       const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
                                                        double eps, double dropout_p, int64_t seed, double scale) {
   const DecayConfig cfg{log_gamma, alpha_logits, times, eps, k.size(2)};
   const AttentionCall call =
       decay_call("decay_attention_fwd", q, k, v, cfg, key_valid, key_bias, window, dropout_p, seed, scale);
+  check_decay_values(cfg);
   return with_decay_mod_maker(cfg, [&](const auto& make_mod) { return run_forward(call, make_mod); });
 }
 
@@ -241,7 +253,7 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
                                             const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
                                             const std::optional<at::Tensor>& times,
                                             const std::optional<at::Tensor>& key_valid,
-                                            const std::optional<at::Tensor>& key_bias, int64_t window, double eps,
+                                            const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window, double eps,
                                             double dropout_p, int64_t seed, double scale) {
   const char* op = "decay_attention_bwd";
   const DecayConfig cfg{log_gamma, alpha_logits, times, eps, k.size(2)};
@@ -258,11 +270,11 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
 TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
   m.def(
       "decay_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor log_gamma, Tensor alpha_logits, Tensor? times, "
-      "Tensor? key_valid, Tensor? key_bias, int window, float eps, float dropout_p, int seed, float scale) "
+      "Tensor? key_valid, Tensor? key_bias, int? window, float eps, float dropout_p, int seed, float scale) "
       "-> (Tensor, Tensor)");
   m.def(
       "decay_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
-      "Tensor log_gamma, Tensor alpha_logits, Tensor? times, Tensor? key_valid, Tensor? key_bias, int window, "
+      "Tensor log_gamma, Tensor alpha_logits, Tensor? times, Tensor? key_valid, Tensor? key_bias, int? window, "
       "float eps, float dropout_p, int seed, float scale) -> Tensor[]");
 }
 

@@ -14,7 +14,7 @@ AttentionCall masked_sdpa_call(const char* op, const at::Tensor& q, const at::Te
   check_key_args(op, q, k, key_valid, key_bias);
   if (causal) check_causal_lengths(op, q, k);
   check_dropout(op, dropout_p);
-  return {q, k, v, key_valid, key_bias, causal, /*window=*/-1, dropout_p, seed, scale};
+  return {q, k, v, key_valid, key_bias, causal, /*window=*/std::nullopt, dropout_p, seed, scale};
 }
 
 const auto make_no_mod = [](auto) { return NoMod{}; };

@@ -11,16 +11,16 @@ namespace {
 
 AttentionCall relpos_call(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const at::Tensor& rel_bias, const std::optional<at::Tensor>& key_valid,
-                          const std::optional<at::Tensor>& key_bias, int64_t window, double dropout_p, int64_t seed,
+                          const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window, double dropout_p, int64_t seed,
                           double scale) {
   check_qkv(op, q, k, v);
   check_key_args(op, q, k, key_valid, key_bias);
   check_causal_lengths(op, q, k);
   check_dropout(op, dropout_p);
-  TORCH_CHECK(window >= -1, op, ": `window` must be >= 0, or -1 for none, got ", window);
+  TORCH_CHECK(!window || *window >= 0, op, ": `window` must be >= 0 or None, got ", *window);
   TORCH_CHECK(rel_bias.dim() == 2 && rel_bias.size(1) >= 1, op, ": `rel_bias` must be (H, R) with R >= 1, got shape ",
               rel_bias.sizes());
-  const int64_t R = window >= 0 ? window + 1 : rel_bias.size(1);
+  const int64_t R = window ? *window + 1 : rel_bias.size(1);
   check_exact(op, "rel_bias", rel_bias, {q.size(1), R}, accumulate_dtype(q.scalar_type()));
   return {q, k, v, key_valid, key_bias, /*causal=*/true, window, dropout_p, seed, scale};
 }
@@ -39,19 +39,19 @@ auto relpos_mod_maker(const at::Tensor& rel_bias, int64_t Tk) {
   return [&rel_bias, Tk](auto tag) { return relpos_mod<typename decltype(tag)::type>(rel_bias, Tk); };
 }
 
-// d rel_bias[h, r]: the per-offset dS sums (B, H, Tk) added over b, then over the offsets with
+// d rel_bias[h, r]: the per-offset float64 dS sums (B, H, Tk) added over b, then over the offsets with
 // min(Delta, R - 1) = r, in that fixed order.
 at::Tensor rel_bias_grad(const at::Tensor& partials, const at::Tensor& rel_bias) {
   const int64_t B = partials.size(0), H = partials.size(1), Tk = partials.size(2), R = rel_bias.size(1);
   at::Tensor grad = at::empty({H, R}, rel_bias.options());
   AT_DISPATCH_FLOATING_TYPES(rel_bias.scalar_type(), "rel_bias_grad", [&] {
-    const scalar_t* per_offset = partials.const_data_ptr<scalar_t>();
-    scalar_t* out = grad.mutable_data_ptr<scalar_t>();
-    std::fill(out, out + H * R, scalar_t(0));
+    const double* per_offset = partials.const_data_ptr<double>();
+    std::vector<double> sums(H * R, 0.0);
     for (int64_t h = 0; h < H; ++h)
       for (int64_t b = 0; b < B; ++b)
         for (int64_t d = 0; d < Tk; ++d)
-          out[h * R + std::min(d, R - 1)] += per_offset[(b * H + h) * Tk + OffsetTableMod<scalar_t>::slot(Tk, d)];
+          sums[h * R + std::min(d, R - 1)] += per_offset[(b * H + h) * Tk + OffsetTableMod<scalar_t>::slot(Tk, d)];
+    std::copy(sums.begin(), sums.end(), grad.mutable_data_ptr<scalar_t>());
   });
   return grad;
 }
@@ -59,10 +59,11 @@ at::Tensor rel_bias_grad(const at::Tensor& partials, const at::Tensor& rel_bias)
 std::tuple<at::Tensor, at::Tensor> relpos_attention_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                         const at::Tensor& rel_bias,
                                                         const std::optional<at::Tensor>& key_valid,
-                                                        const std::optional<at::Tensor>& key_bias, int64_t window,
+                                                        const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
                                                         double dropout_p, int64_t seed, double scale) {
   const AttentionCall call =
       relpos_call("relpos_attention_fwd", q, k, v, rel_bias, key_valid, key_bias, window, dropout_p, seed, scale);
+  check_finite_values("relpos_attention", "rel_bias", rel_bias);
   return run_forward(call, relpos_mod_maker(rel_bias, k.size(2)));
 }
 
@@ -70,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor> relpos_attention_fwd(const at::Tensor& q, con
 std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
                                              const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& rel_bias, const std::optional<at::Tensor>& key_valid,
-                                             const std::optional<at::Tensor>& key_bias, int64_t window,
+                                             const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
                                              double dropout_p, int64_t seed, double scale) {
   const char* op = "relpos_attention_bwd";
   const AttentionCall call = relpos_call(op, q, k, v, rel_bias, key_valid, key_bias, window, dropout_p, seed, scale);
@@ -85,10 +86,10 @@ std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const a
 TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
   m.def(
       "relpos_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, "
-      "int window, float dropout_p, int seed, float scale) -> (Tensor, Tensor)");
+      "int? window, float dropout_p, int seed, float scale) -> (Tensor, Tensor)");
   m.def(
       "relpos_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
-      "Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, int window, float dropout_p, int seed, float scale) "
+      "Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, int? window, float dropout_p, int seed, float scale) "
       "-> Tensor[]");
 }
 

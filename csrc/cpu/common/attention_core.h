@@ -87,7 +87,7 @@ struct AttentionGrads {
   scalar_t* dk;                // (B, H, Tk, D) contiguous
   scalar_t* dv;                // (B, H, Tk, Dv) contiguous
   acc_t* dkey_bias = nullptr;  // (B, H, Tk) or nullptr
-  acc_t* mod_partials;         // (B, H, mod.grad_size())
+  double* mod_partials;        // (B, H, mod.grad_size()), float64 whatever acc_t: a long reduction
 };
 
 // Whether a key range holds any valid key, from per-batch prefix counts of valid keys.
@@ -336,15 +336,18 @@ struct ForwardScratch {
 template <typename acc_t>
 void online_softmax_step(acc_t* s, int64_t n, acc_t s_max, acc_t& run_max, acc_t& run_sum, acc_t* out_row,
                          int64_t ld_v) {
-  const acc_t new_max = std::max(run_max, s_max);
+  const acc_t new_max = nan_max(run_max, s_max);
   if (new_max == neg_inf<acc_t>()) {
     std::fill(s, s + n, acc_t(0));
     return;
   }
-  if (new_max != run_max) {
+  if (!(new_max == run_max)) {
+    // The factor may underflow to 0 when the max jumps (a -1e4 key bias, a strong decay): the
+    // earlier blocks then vanish from the sum and the output alike, so both are always rescaled.
+    // A NaN max makes the factor NaN, and the NaN reaches the row's output and lse.
     const acc_t factor = std::exp(run_max - new_max);
     run_sum *= factor;
-    if (run_sum > acc_t(0)) scale_row(out_row, ld_v, factor);
+    scale_row(out_row, ld_v, factor);
     run_max = new_max;
   }
   run_sum += exp_shifted_sum(s, n, new_max);
@@ -426,8 +429,11 @@ void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
   for (int64_t r = 0; r < m; ++r) {
     const acc_t sum = sc.row_sum[r];
     const int64_t row = bh * g.Tq + i0 + r;
-    store_row(sc.out.data() + r * sc.ld_v, g.Dv, sum > 0 ? acc_t(1) / sum : acc_t(0), out + row * g.Dv);
-    lse[row] = sum > 0 ? sc.row_max[r] + std::log(sum) : neg_inf<acc_t>();
+    // The sum is 0 exactly for a row without an admissible finite score (its output is 0); a NaN
+    // sum is no empty row, and its NaN propagates to out and lse.
+    const bool empty = sum == acc_t(0);
+    store_row(sc.out.data() + r * sc.ld_v, g.Dv, empty ? acc_t(0) : acc_t(1) / sum, out + row * g.Dv);
+    lse[row] = empty ? neg_inf<acc_t>() : sc.row_max[r] + std::log(sum);
   }
 }
 
@@ -526,7 +532,7 @@ void scores_gradient(const DropoutMask& dropout, int64_t b, int64_t h, int64_t i
 template <typename scalar_t, typename acc_t, typename Mod>
 void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
                   const Mod& mod, int64_t b, int64_t h, int64_t i, int64_t j0, int64_t n, int64_t r,
-                  BackwardScratch<acc_t>& sc, acc_t* dkey_bias, acc_t* mod_partial) {
+                  BackwardScratch<acc_t>& sc, acc_t* dkey_bias, double* mod_partial) {
   const auto& g = in.geo;
   const int64_t row = (b * g.H + h) * g.Tq + i, p = g.position(i);
   acc_t* s = sc.probs.data() + r * sc.bn;
@@ -549,7 +555,7 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
 template <typename scalar_t, typename acc_t, typename Mod>
 void backward_block(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
                     const Mod& mod, int64_t b, int64_t h, int64_t i0, int64_t m, int64_t j0, int64_t n, int64_t jc,
-                    BackwardScratch<acc_t>& sc, acc_t* dq, acc_t* dkey_bias, acc_t* mod_partial) {
+                    BackwardScratch<acc_t>& sc, acc_t* dq, acc_t* dkey_bias, double* mod_partial) {
   const auto& g = in.geo;
   const int64_t n_padded = padded<acc_t>(n);
   gemm(m, n_padded, g.D, sc.q.data(), sc.ld_d, sc.keys_t.data() + jc, sc.ld_keys, sc.probs.data(), sc.bn, false);
@@ -569,7 +575,7 @@ template <typename scalar_t, typename acc_t, typename Mod>
 void backward_chunk(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInputs<scalar_t, acc_t>& bw,
                     const Mod& mod, const KeyValidity& validity, int64_t bh, int64_t k0, int64_t k1, int64_t i_lo,
                     int64_t i_hi, BackwardScratch<acc_t>& sc, const AttentionGrads<scalar_t, acc_t>& grads,
-                    acc_t* dq_partial, acc_t* mod_partial) {
+                    acc_t* dq_partial, double* mod_partial) {
   const auto& g = in.geo;
   const int64_t b = bh / g.H, h = bh % g.H, len = k1 - k0;
   const auto key_row = [&](int64_t j) { return in.k.row(b, h, k0 + j); };
@@ -580,7 +586,7 @@ void backward_chunk(const AttentionInputs<scalar_t, acc_t>& in, const BackwardIn
   std::fill(sc.dkeys.begin(), sc.dkeys.end(), acc_t(0));
   std::fill(sc.dvalues.begin(), sc.dvalues.end(), acc_t(0));
   std::fill(dq_partial, dq_partial + std::max<int64_t>(i_hi - i_lo, 0) * sc.ld_d, acc_t(0));
-  std::fill(mod_partial, mod_partial + mod.grad_size(), acc_t(0));
+  std::fill(mod_partial, mod_partial + mod.grad_size(), 0.0);
   acc_t* dkey_bias = grads.dkey_bias == nullptr ? nullptr : grads.dkey_bias + bh * g.Tk;
   if (dkey_bias != nullptr) std::fill(dkey_bias + k0, dkey_bias + k1, acc_t(0));
 
@@ -607,7 +613,7 @@ void backward_chunk(const AttentionInputs<scalar_t, acc_t>& in, const BackwardIn
 // dQ of (b, h) = bh and its modifier partial: the chunks' partials summed in chunk order.
 template <typename scalar_t, typename acc_t>
 void reduce_chunks(const AttentionInputs<scalar_t, acc_t>& in, const KeyChunks& chunks, int64_t bh, int64_t ld_d,
-                   const acc_t* dq_partials, const acc_t* mod_chunk_partials, int64_t grad_size,
+                   const acc_t* dq_partials, const double* mod_chunk_partials, int64_t grad_size,
                    const AttentionGrads<scalar_t, acc_t>& grads) {
   const auto& g = in.geo;
   std::vector<acc_t> row(ld_d);
@@ -619,8 +625,8 @@ void reduce_chunks(const AttentionInputs<scalar_t, acc_t>& in, const KeyChunks& 
                 g.D);
     store_row(row.data(), g.D, in.scale, grads.dq + (bh * g.Tq + i) * g.D);
   }
-  acc_t* mod_partial = grads.mod_partials + bh * grad_size;
-  std::fill(mod_partial, mod_partial + grad_size, acc_t(0));
+  double* mod_partial = grads.mod_partials + bh * grad_size;
+  std::fill(mod_partial, mod_partial + grad_size, 0.0);
   for (int64_t c = 0; c < chunks.count; ++c)
     add_row(mod_partial, mod_chunk_partials + (bh * chunks.count + c) * grad_size, grad_size);
 }
@@ -634,7 +640,7 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
   const int64_t BH = g.B * g.H, ld_d = padded<acc_t>(g.D), grad_size = mod.grad_size();
   // Each chunk zeroes its own partials before accumulating into them.
   auto dq_partials = Buffer<acc_t>::uninitialized(BH * chunks.dq_rows() * ld_d);
-  auto mod_chunk_partials = Buffer<acc_t>::uninitialized(BH * chunks.count * grad_size);
+  auto mod_chunk_partials = Buffer<double>::uninitialized(BH * chunks.count * grad_size);
   // Chunk-major task order: the heaviest (first) causal chunks of every head start first.
   parallel_tasks(
       BH * chunks.count, [&] { return BackwardScratch<acc_t>(g, chunks.length); },

@@ -21,7 +21,7 @@ struct AttentionCall {
   std::optional<at::Tensor> key_valid;         // (B, Tk) bool
   std::optional<at::Tensor> key_bias;          // (B, H, Tk) accumulation dtype
   bool causal;
-  int64_t window;                              // -1: none
+  std::optional<int64_t> window;               // none: every causal key
   double dropout_p;
   int64_t seed;
   double scale;
@@ -45,7 +45,10 @@ inline at::TensorOptions accumulate_options(const at::Tensor& q) {
 template <typename scalar_t, typename acc_t>
 AttentionInputs<scalar_t, acc_t> make_inputs(const AttentionCall& c) {
   AttentionInputs<scalar_t, acc_t> in;
-  in.geo = {c.q.size(0), c.q.size(1), c.q.size(2), c.k.size(2), c.q.size(3), c.v.size(3), c.causal, c.window};
+  // The one place the window becomes the core's sentinel (-1: none). A window of Tk keys or more
+  // admits every causal key: clamped, so no index arithmetic overflows.
+  const int64_t Tk = c.k.size(2), window = c.window ? std::min(*c.window, Tk) : -1;
+  in.geo = {c.q.size(0), c.q.size(1), c.q.size(2), Tk, c.q.size(3), c.v.size(3), c.causal, window};
   in.q = row_view<scalar_t>(c.q);
   in.k = row_view<scalar_t>(c.k);
   in.v = row_view<scalar_t>(c.v);
@@ -71,7 +74,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const AttentionCall& c, const Mak
 }
 
 // Gradients of q, k, v (input dtype) and key_bias (undefined without one), and the modifier's
-// (B, H, grad_size) partials, which the operator reduces over b into its parameter gradients.
+// (B, H, grad_size) float64 partials, which the operator reduces over b into its parameter gradients.
 struct BackwardResult {
   at::Tensor dq, dk, dv, dkey_bias, mod_partials;
 
@@ -96,13 +99,13 @@ BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "tempattn_cpu_backward", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const auto mod = make_mod(AccTag<acc_t>{});
-    r.mod_partials = cached_empty({q.size(0), q.size(1), mod.grad_size()}, accumulate_options(q));
+    r.mod_partials = cached_empty({q.size(0), q.size(1), mod.grad_size()}, q.options().dtype(at::kDouble));
     const BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), delta.const_data_ptr<acc_t>(),
                                              lse.const_data_ptr<acc_t>()};
     const AttentionGrads<scalar_t, acc_t> grads{
         r.dq.mutable_data_ptr<scalar_t>(), r.dk.mutable_data_ptr<scalar_t>(), r.dv.mutable_data_ptr<scalar_t>(),
         r.dkey_bias.defined() ? r.dkey_bias.mutable_data_ptr<acc_t>() : nullptr,
-        r.mod_partials.mutable_data_ptr<acc_t>()};
+        r.mod_partials.mutable_data_ptr<double>()};
     attention_backward(make_inputs<scalar_t, acc_t>(c), bw, mod, grads);
   });
   return r;

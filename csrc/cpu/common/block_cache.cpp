@@ -8,7 +8,9 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <limits>
 #include <list>
 #include <mutex>
 #include <string>
@@ -25,10 +27,15 @@ int64_t capacity_from_env() {
   const char* value = std::getenv("TEMPATTN_CPU_CACHE_MB");
   if (value == nullptr || *value == '\0') return kDefaultCapacityMiB << 20;
   char* end = nullptr;
+  errno = 0;
   const long long mib = std::strtoll(value, &end, 10);
   TORCH_CHECK(end != value && *end == '\0' && mib >= 0,
               "TEMPATTN_CPU_CACHE_MB: expected a non-negative whole number of MiB, got '", value,
               "'; unset it for the default of ", kDefaultCapacityMiB, " or set 0 to turn the CPU block cache off");
+  // A budget in bytes must fit int64: larger values would wrap to a negative budget (cache off).
+  constexpr long long kMaxMiB = std::numeric_limits<int64_t>::max() >> 20;
+  TORCH_CHECK(errno != ERANGE && mib <= kMaxMiB, "TEMPATTN_CPU_CACHE_MB: expected at most ", kMaxMiB,
+              " MiB, got '", value, "'; the budget is a cap, so any value above the machine's memory works the same");
   return static_cast<int64_t>(mib) << 20;
 }
 

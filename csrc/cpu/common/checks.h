@@ -1,9 +1,13 @@
 // Argument checks of the CPU operators, with messages naming the argument, expected vs actual.
 #pragma once
+#include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+#include <cstdio>
 #include <optional>
+#include <string>
 
 namespace tempattn::cpu {
 
@@ -80,6 +84,53 @@ inline void check_backward_args(const char* op, const at::Tensor& grad_out, cons
   const at::ScalarType acc = accumulate_dtype(q.scalar_type());
   check_exact(op, "delta", delta, {q.size(0), q.size(1), q.size(2)}, acc);
   check_exact(op, "lse", lse, {q.size(0), q.size(1), q.size(2)}, acc);
+}
+
+// ----------------------------------------------------------------------------------- value checks
+// Checks that read a parameter's values, run by each operator's forward. The Python layer leaves
+// them to the C++ operator for CPU tensors (one pass here instead of several torch calls there);
+// the messages and the ValueError type are those of tempattn/ops/common/validation.py.
+
+// Calls fn(const scalar_t* data, int64_t n) on a contiguous float or double tensor.
+template <typename Fn>
+void with_values(const at::Tensor& t, const Fn& fn) {
+  AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "tempattn_value_check",
+                             [&] { fn(t.const_data_ptr<scalar_t>(), t.numel()); });
+}
+
+inline void check_finite_values(const char* op, const char* name, const at::Tensor& t) {
+  with_values(t, [&](const auto* x, int64_t n) {
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad += std::isfinite(x[i]) ? 0 : 1;
+    TORCH_CHECK_VALUE(bad == 0, op, ": `", name, "` must be finite, got ", bad,
+                      " non-finite value(s); hint: check the parameter's initialisation and learning rate");
+  });
+}
+
+// log_gamma <= 0 everywhere (after check_finite_values).
+inline void check_non_positive_log_gamma(const char* op, const at::Tensor& log_gamma) {
+  with_values(log_gamma, [&](const auto* x, int64_t n) {
+    double top = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) top = std::max(top, static_cast<double>(x[i]));
+    char shown[32];
+    std::snprintf(shown, sizeof(shown), "%.4g", top);
+    TORCH_CHECK_VALUE(top <= 0, op,
+                      ": `log_gamma` must be <= 0 (decay rates gamma = exp(log_gamma) in (0, 1]), got max ", shown,
+                      "; hint: parametrise it as -softplus(x) or log(sigmoid(x))");
+  });
+}
+
+// times (B, Tk) finite and non-decreasing along each row.
+inline void check_times_values(const char* op, const at::Tensor& times) {
+  check_finite_values(op, "times", times);
+  const int64_t B = times.size(0), Tk = times.size(1);
+  with_values(times, [&](const auto* x, int64_t) {
+    bool sorted = true;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t j = 1; j < Tk; ++j) sorted &= x[b * Tk + j] >= x[b * Tk + j - 1];
+    TORCH_CHECK_VALUE(sorted, op, ": `times` must be non-decreasing along each row, got a decrease; "
+                      "hint: sort the events by time (padding can repeat the last timestamp)");
+  });
 }
 
 }  // namespace tempattn::cpu

@@ -7,8 +7,9 @@
 //                                                       must stay in bounds (lanes past the admissible
 //                                                       keys may hold anything, the core masks them)
 //   int64_t grad_size() const                           length of one (b, h) gradient partial
-//   void accumulate_grad(b, h, p, j0, n, const acc_t* ds, acc_t* partial) const
+//   void accumulate_grad(b, h, p, j0, n, const acc_t* ds, double* partial) const
 //                                                       folds dS of those scores into the partial
+//                                                       (float64: parameter gradients sum over B*T*T)
 // The core only calls them on keys admissible by index (0 <= p - j for causal operators).
 #pragma once
 #include <cstdint>
@@ -29,7 +30,7 @@ struct NoMod {
   RowBias row_bias(int64_t, int64_t, int64_t, int64_t) const { return {}; }
   int64_t grad_size() const { return 0; }
   template <typename acc_t>
-  void accumulate_grad(int64_t, int64_t, int64_t, int64_t, int64_t, const acc_t*, acc_t*) const {}
+  void accumulate_grad(int64_t, int64_t, int64_t, int64_t, int64_t, const acc_t*, double*) const {}
 };
 
 // A modifier that depends on the head and the offset Delta = p - j only, m = m_h(Delta), for
@@ -65,8 +66,9 @@ struct OffsetTableMod {
     return {reversed.data() + h * stride + slot(length, p - j0)};
   }
   int64_t grad_size() const { return length; }
-  void accumulate_grad(int64_t, int64_t, int64_t p, int64_t j0, int64_t n, const acc_t* ds, acc_t* partial) const {
-    add_row(partial + slot(length, p - j0), ds, n);
+  void accumulate_grad(int64_t, int64_t, int64_t p, int64_t j0, int64_t n, const acc_t* ds, double* partial) const {
+    double* sums = partial + slot(length, p - j0);
+    for (int64_t c = 0; c < n; ++c) sums[c] += ds[c];
   }
 };
 

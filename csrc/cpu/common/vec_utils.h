@@ -5,6 +5,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -167,6 +168,13 @@ T exp_shifted_sum(T* x, int64_t n, T shift) {
   return sum;
 }
 
+// max(a, b), NaN when either is NaN (std::max drops a NaN second argument).
+template <typename T>
+T nan_max(T a, T b) {
+  return std::isnan(a) ? a : std::isnan(b) ? b : std::max(a, b);
+}
+
+// The max of x[0, n), NaN when any is NaN (at::vec::maximum propagates NaN too).
 template <typename T>
 T row_max(const T* x, int64_t n) {
   using Vec = at::vec::Vectorized<T>;
@@ -178,7 +186,7 @@ T row_max(const T* x, int64_t n) {
     for (c = W; c + W <= n; c += W) vmax = at::vec::maximum(vmax, Vec::loadu(x + c));
     m = at::vec::vec_reduce_all<T>([](const Vec& a, const Vec& b) { return at::vec::maximum(a, b); }, vmax);
   }
-  for (; c < n; ++c) m = std::max(m, x[c]);
+  for (; c < n; ++c) m = nan_max(m, x[c]);
   return m;
 }
 

@@ -6,6 +6,7 @@ for CPU tensors always and for GPU tensors only under ``TEMPATTN_DEBUG=1`` (no
 device sync in the hot path), and never while ``torch.compile`` traces.
 """
 import os
+import sys
 from typing import Optional
 
 import torch
@@ -58,8 +59,6 @@ def check_qkv(op: str, q, k, v) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not 1 <= t.shape[3] <= MAX_HEAD_DIM:
             _fail(op, name, f"a head dim in [1, {MAX_HEAD_DIM}]", t.shape[3], "split the head into more heads")
-        if t.shape[2] < 1 or t.shape[0] < 1 or t.shape[1] < 1:
-            _fail(op, name, "non-empty in B, H and T", tuple(t.shape), "drop empty batches before the call")
         if t.stride(3) != 1:
             _fail(op, name, "contiguous in the last dim (stride 1)", f"stride {t.stride()}",
                   f"call `{name}.contiguous()`")
@@ -146,6 +145,9 @@ def check_window(op: str, window, allow_none: bool = True) -> None:
         _fail(op, "window", "an int >= 0 or None", _describe(window), "pass window=W or window=None", TypeError)
     if window < 0:
         _fail(op, "window", "an int >= 0", window, "window=0 attends to the current position only")
+    if window > sys.maxsize:
+        _fail(op, "window", f"at most sys.maxsize = {sys.maxsize}", window,
+              "a window of Tk keys or more already admits every causal key; pass window=None")
 
 
 def value_checks_enabled(t: torch.Tensor) -> bool:
@@ -155,8 +157,15 @@ def value_checks_enabled(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" or os.environ.get("TEMPATTN_DEBUG", "0") == "1"
 
 
+def python_value_checks(t: torch.Tensor, backend: str) -> bool:
+    """Whether the operator's value checks run here: the C++ cpu operators run their own (one pass,
+    the same messages), so Python runs them for the other backends only."""
+    return backend != "cpu" and value_checks_enabled(t)
+
+
 def check_finite(op: str, name: str, t: torch.Tensor) -> None:
-    if value_checks_enabled(t) and not bool(torch.isfinite(t).all()):
+    """``t`` has no NaN or inf (the caller decides whether value checks run)."""
+    if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         _fail(op, name, "finite", f"{bad} non-finite value(s)",
               "check the parameter's initialisation and learning rate")

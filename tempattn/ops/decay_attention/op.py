@@ -1,56 +1,34 @@
 """decay_attention as a torch.library custom op (fake + autograd) and its public function."""
 import math
-from typing import List, Optional, Tuple
+from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..common import validation as V
 from ..common.arguments import as_param, common_args
-from ..common.autograd import fake_gradients, fake_outputs, register_attention_autograd
+from ..common.declaration import AttentionOp, ConfigArg, TensorArg, declare_attention_op
 from . import launcher
 from .reference import decay_attention_reference
 
 
-@torch.library.custom_op("tempattn::decay_attention_fwd", mutates_args=())
-def decay_attention_fwd(q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, alpha_logits: Tensor,
-                        times: Optional[Tensor], key_valid: Optional[Tensor], key_bias: Optional[Tensor], window: int,
-                        eps: float, dropout_p: float, seed: int, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
-    return launcher.forward(backend, q, k, v, log_gamma, alpha_logits, times, key_valid, key_bias, window, eps,
-                            dropout_p, seed, scale)
+DECAY_ATTENTION = declare_attention_op(AttentionOp(
+    name="decay_attention",
+    op_tensors=(TensorArg("log_gamma"), TensorArg("alpha_logits"), TensorArg("times", "Tensor?", differentiable=False)),
+    op_config=(ConfigArg("window", "SymInt?"), ConfigArg("eps", "float")),
+    reference=decay_attention_reference,
+    triton=launcher.TRITON,
+))
 
 
-@decay_attention_fwd.register_fake
-def _(q, k, v, log_gamma, alpha_logits, times, key_valid, key_bias, window, eps, dropout_p, seed, scale, backend):
-    return fake_outputs(q, v)
-
-
-@torch.library.custom_op("tempattn::decay_attention_bwd", mutates_args=())
-def decay_attention_bwd(grad_out: Tensor, grad_lse: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                        log_gamma: Tensor, alpha_logits: Tensor, times: Optional[Tensor], key_valid: Optional[Tensor],
-                        key_bias: Optional[Tensor], window: int, eps: float, dropout_p: float, seed: int,
-                        scale: float, backend: str) -> List[Tensor]:
-    return launcher.backward(backend, grad_out, grad_lse, out, lse, q, k, v, log_gamma, alpha_logits, times,
-                             key_valid, key_bias, window, eps, dropout_p, seed, scale)
-
-
-@decay_attention_bwd.register_fake
-def _(grad_out, grad_lse, out, lse, q, k, v, log_gamma, alpha_logits, times, key_valid, key_bias, window, eps,
-      dropout_p, seed, scale, backend):
-    return fake_gradients((q, k, v, log_gamma, alpha_logits, times, key_valid, key_bias), launcher.DIFFERENTIABLE)
-
-
-register_attention_autograd(decay_attention_fwd, decay_attention_bwd, launcher.DIFFERENTIABLE,
-                            decay_attention_reference)
-
-
-def _check_decay_params(op: str, log_gamma, alpha_logits, H: int, device) -> None:
+def _check_decay_params(op: str, log_gamma, alpha_logits, H: int, device, backend: str) -> None:
     V.check_tensor(op, "log_gamma", log_gamma, 2, "(H, S)")
     V.check_param(op, "log_gamma", log_gamma, (H, max(log_gamma.shape[1], 1)), "(H, S) with S >= 1", device)
     V.check_param(op, "alpha_logits", alpha_logits, tuple(log_gamma.shape), "(H, S) like log_gamma", device)
+    if not V.python_value_checks(log_gamma, backend):
+        return
     V.check_finite(op, "log_gamma", log_gamma)
     V.check_finite(op, "alpha_logits", alpha_logits)
-    if V.value_checks_enabled(log_gamma) and bool((log_gamma > 0).any()):
+    if bool((log_gamma > 0).any()):
         raise ValueError(f"{op}: `log_gamma` must be <= 0 (decay rates gamma = exp(log_gamma) in (0, 1]), got max "
                          f"{float(log_gamma.max()):.4g}; hint: parametrise it as -softplus(x) or log(sigmoid(x))")
 
@@ -62,17 +40,22 @@ def _check_eps(op: str, eps) -> None:
         raise ValueError(f"{op}: `eps` must be a finite float >= 0, got {eps}; hint: the default is 1e-8")
 
 
-def _relative_times(op: str, times, B: int, Tk: int, q) -> Optional[Tensor]:
+def _relative_times(op: str, times, B: int, Tk: int, q, backend: str) -> Optional[Tensor]:
     """Checked ``times`` (B, Tk) shifted to start at 0 per row (keeps float32 precise for epoch seconds)."""
     if times is None:
         return None
     V.check_param(op, "times", times, (B, Tk), "(B, Tk)", q.device)
     times = times.detach()
+    if V.python_value_checks(times, backend):
+        _check_times_values(op, times)
+    return as_param(times - times[:, :1], q)
+
+
+def _check_times_values(op: str, times: Tensor) -> None:
     V.check_finite(op, "times", times)
-    if V.value_checks_enabled(times) and Tk > 1 and bool((times[:, 1:] < times[:, :-1]).any()):
+    if times.shape[1] > 1 and bool((times[:, 1:] < times[:, :-1]).any()):
         raise ValueError(f"{op}: `times` must be non-decreasing along each row, got a decrease; "
                          "hint: sort the events by time (padding can repeat the last timestamp)")
-    return as_param(times - times[:, :1], q)
 
 
 def decay_attention(q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, alpha_logits: Tensor, *,
@@ -103,9 +86,10 @@ def decay_attention(q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, alpha_lo
     a = common_args(op, q, k, v, causal=True, key_padding_mask=key_padding_mask, key_valid_mask=key_valid_mask,
                     key_bias=key_bias, dropout_p=dropout_p, seed=seed, scale=scale, backend=backend)
     B, H = q.shape[:2]
-    _check_decay_params(op, log_gamma, alpha_logits, H, q.device)
-    times = _relative_times(op, times, B, k.shape[2], q)
-    out, lse = decay_attention_fwd(q, k, v, as_param(log_gamma, q), as_param(alpha_logits, q), times, a.key_valid,
-                                   a.key_bias, -1 if window is None else window, float(eps), a.dropout_p, a.seed,
-                                   a.scale, a.backend)
+    _check_decay_params(op, log_gamma, alpha_logits, H, q.device, a.backend)
+    times = _relative_times(op, times, B, k.shape[2], q, a.backend)
+    # A window of Tk keys or more admits every causal key: the same as none, and no overflow in a kernel.
+    window = None if window is not None and window >= k.shape[2] else window
+    out, lse = DECAY_ATTENTION(q, k, v, as_param(log_gamma, q), as_param(alpha_logits, q), times, a.key_valid,
+                               a.key_bias, window, float(eps), a.dropout_p, a.seed, a.scale, a.backend)
     return (out, lse) if return_lse else out

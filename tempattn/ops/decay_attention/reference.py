@@ -24,10 +24,10 @@ def decay_score_mod(log_gamma, alpha_logits, delta, eps: float) -> torch.Tensor:
 
 def decay_attention_reference(q, k, v, log_gamma, alpha_logits, times, key_valid, key_bias, window, eps, dropout_p,
                               seed, scale):
-    """log_gamma, alpha_logits (H, S); times (B, Tk) or None; window int >= 0 or -1 for none."""
+    """log_gamma, alpha_logits (H, S); times (B, Tk) or None; window int >= 0 or None."""
     Tq, Tk = q.shape[2], k.shape[2]
     delta = decay_offsets(times, Tq, Tk, q.device, log_gamma.dtype)
     score_mod = decay_score_mod(log_gamma, alpha_logits, delta, eps)
-    admissible = admissible_mask(key_valid, Tq, Tk, q.device, causal=True, window=None if window < 0 else window)
+    admissible = admissible_mask(key_valid, Tq, Tk, q.device, causal=True, window=window)
     return attention_reference(q, k, v, scale=scale, admissible=admissible, score_mod=score_mod, key_bias=key_bias,
                                dropout_p=dropout_p, seed=seed)

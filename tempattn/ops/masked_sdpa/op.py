@@ -1,41 +1,21 @@
 """masked_sdpa as a torch.library custom op (fake + autograd) and its public function."""
-from typing import List, Optional, Tuple
+from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..common.arguments import common_args
-from ..common.autograd import fake_gradients, fake_outputs, register_attention_autograd
+from ..common.declaration import AttentionOp, ConfigArg, declare_attention_op
 from . import launcher
 from .reference import masked_sdpa_reference
 
 
-@torch.library.custom_op("tempattn::masked_sdpa_fwd", mutates_args=())
-def masked_sdpa_fwd(q: Tensor, k: Tensor, v: Tensor, key_valid: Optional[Tensor], key_bias: Optional[Tensor],
-                    causal: bool, dropout_p: float, seed: int, scale: float, backend: str) -> Tuple[Tensor, Tensor]:
-    return launcher.forward(backend, q, k, v, key_valid, key_bias, causal, dropout_p, seed, scale)
-
-
-@masked_sdpa_fwd.register_fake
-def _(q, k, v, key_valid, key_bias, causal, dropout_p, seed, scale, backend):
-    return fake_outputs(q, v)
-
-
-@torch.library.custom_op("tempattn::masked_sdpa_bwd", mutates_args=())
-def masked_sdpa_bwd(grad_out: Tensor, grad_lse: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                    key_valid: Optional[Tensor], key_bias: Optional[Tensor], causal: bool, dropout_p: float,
-                    seed: int, scale: float, backend: str) -> List[Tensor]:
-    return launcher.backward(backend, grad_out, grad_lse, out, lse, q, k, v, key_valid, key_bias,
-                             causal, dropout_p, seed, scale)
-
-
-@masked_sdpa_bwd.register_fake
-def _(grad_out, grad_lse, out, lse, q, k, v, key_valid, key_bias, causal, dropout_p, seed, scale, backend):
-    return fake_gradients((q, k, v, key_valid, key_bias), launcher.DIFFERENTIABLE)
-
-
-register_attention_autograd(masked_sdpa_fwd, masked_sdpa_bwd, launcher.DIFFERENTIABLE,
-                            masked_sdpa_reference)
+MASKED_SDPA = declare_attention_op(AttentionOp(
+    name="masked_sdpa",
+    op_tensors=(),
+    op_config=(ConfigArg("causal", "bool"),),
+    reference=masked_sdpa_reference,
+    triton=launcher.TRITON,
+))
 
 
 def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, *, key_padding_mask: Optional[Tensor] = None,
@@ -68,5 +48,5 @@ def masked_sdpa(q: Tensor, k: Tensor, v: Tensor, *, key_padding_mask: Optional[T
         raise TypeError(f"{op}: `causal` must be a bool, got {type(causal).__name__}; hint: pass causal=True or False")
     a = common_args(op, q, k, v, causal=causal, key_padding_mask=key_padding_mask, key_valid_mask=key_valid_mask,
                     key_bias=key_bias, dropout_p=dropout_p, seed=seed, scale=scale, backend=backend)
-    out, lse = masked_sdpa_fwd(q, k, v, a.key_valid, a.key_bias, causal, a.dropout_p, a.seed, a.scale, a.backend)
+    out, lse = MASKED_SDPA(q, k, v, a.key_valid, a.key_bias, causal, a.dropout_p, a.seed, a.scale, a.backend)
     return (out, lse) if return_lse else out

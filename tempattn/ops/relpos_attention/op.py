@@ -1,52 +1,32 @@
 """relpos_attention as a torch.library custom op (fake + autograd) and its public function."""
-from typing import List, Optional, Tuple
+from typing import Optional
 
-import torch
 from torch import Tensor
 
 from ..common import validation as V
 from ..common.arguments import as_param, common_args
-from ..common.autograd import fake_gradients, fake_outputs, register_attention_autograd
+from ..common.declaration import AttentionOp, ConfigArg, TensorArg, declare_attention_op
 from . import launcher
 from .reference import relpos_attention_reference
 
 
-@torch.library.custom_op("tempattn::relpos_attention_fwd", mutates_args=())
-def relpos_attention_fwd(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, key_valid: Optional[Tensor],
-                         key_bias: Optional[Tensor], window: int, dropout_p: float, seed: int, scale: float,
-                         backend: str) -> Tuple[Tensor, Tensor]:
-    return launcher.forward(backend, q, k, v, rel_bias, key_valid, key_bias, window, dropout_p, seed, scale)
+RELPOS_ATTENTION = declare_attention_op(AttentionOp(
+    name="relpos_attention",
+    op_tensors=(TensorArg("rel_bias"),),
+    op_config=(ConfigArg("window", "SymInt?"),),
+    reference=relpos_attention_reference,
+    triton=launcher.TRITON,
+))
 
 
-@relpos_attention_fwd.register_fake
-def _(q, k, v, rel_bias, key_valid, key_bias, window, dropout_p, seed, scale, backend):
-    return fake_outputs(q, v)
-
-
-@torch.library.custom_op("tempattn::relpos_attention_bwd", mutates_args=())
-def relpos_attention_bwd(grad_out: Tensor, grad_lse: Tensor, out: Tensor, lse: Tensor, q: Tensor, k: Tensor,
-                         v: Tensor, rel_bias: Tensor, key_valid: Optional[Tensor], key_bias: Optional[Tensor],
-                         window: int, dropout_p: float, seed: int, scale: float, backend: str) -> List[Tensor]:
-    return launcher.backward(backend, grad_out, grad_lse, out, lse, q, k, v, rel_bias, key_valid, key_bias,
-                             window, dropout_p, seed, scale)
-
-
-@relpos_attention_bwd.register_fake
-def _(grad_out, grad_lse, out, lse, q, k, v, rel_bias, key_valid, key_bias, window, dropout_p, seed, scale, backend):
-    return fake_gradients((q, k, v, rel_bias, key_valid, key_bias), launcher.DIFFERENTIABLE)
-
-
-register_attention_autograd(relpos_attention_fwd, relpos_attention_bwd, launcher.DIFFERENTIABLE,
-                            relpos_attention_reference)
-
-
-def _check_rel_bias(op: str, rel_bias, H: int, window, device) -> None:
+def _check_rel_bias(op: str, rel_bias, H: int, window, device, backend: str) -> None:
     if window is None:
         V.check_tensor(op, "rel_bias", rel_bias, 2, "(H, R)")
         V.check_param(op, "rel_bias", rel_bias, (H, max(rel_bias.shape[1], 1)), "(H, R) with R >= 1", device)
     else:
         V.check_param(op, "rel_bias", rel_bias, (H, window + 1), "(H, window + 1)", device)
-    V.check_finite(op, "rel_bias", rel_bias)
+    if V.python_value_checks(rel_bias, backend):
+        V.check_finite(op, "rel_bias", rel_bias)
 
 
 def relpos_attention(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, *, window: Optional[int],
@@ -73,7 +53,7 @@ def relpos_attention(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, *, windo
     V.check_window(op, window)
     a = common_args(op, q, k, v, causal=True, key_padding_mask=key_padding_mask, key_valid_mask=key_valid_mask,
                     key_bias=key_bias, dropout_p=dropout_p, seed=seed, scale=scale, backend=backend)
-    _check_rel_bias(op, rel_bias, q.shape[1], window, q.device)
-    out, lse = relpos_attention_fwd(q, k, v, as_param(rel_bias, q), a.key_valid, a.key_bias,
-                                    -1 if window is None else window, a.dropout_p, a.seed, a.scale, a.backend)
+    _check_rel_bias(op, rel_bias, q.shape[1], window, q.device, a.backend)
+    out, lse = RELPOS_ATTENTION(q, k, v, as_param(rel_bias, q), a.key_valid, a.key_bias, window, a.dropout_p,
+                                a.seed, a.scale, a.backend)
     return (out, lse) if return_lse else out

@@ -3,32 +3,47 @@ import pytest
 import torch
 
 import tempattn
-from tempattn.ops.decay_attention.op import decay_attention_fwd
-from tempattn.ops.masked_sdpa.op import masked_sdpa_fwd
-from tempattn.ops.relpos_attention.op import relpos_attention_fwd
+from tempattn.ops.decay_attention.op import DECAY_ATTENTION
+from tempattn.ops.masked_sdpa.op import MASKED_SDPA
+from tempattn.ops.relpos_attention.op import RELPOS_ATTENTION
 from tests.conftest import TARGETS
 from tests.ops.cases import Case, call, make_inputs
 
 OPS = ["masked_sdpa", "relpos_attention", "decay_attention"]
 
 
-def _sample_args(op, target, with_optionals):
+LAYOUTS = ["contiguous", "transposed", "strided", "expanded"]
+
+
+def _laid_out(B, H, T, D, layout):
+    """A (B, H, T, D) leaf-derived tensor in a memory layout users pass: contiguous, BTHD transposed to
+    BHTD (as MultiheadAttention's head split), a strided slice, or expanded over the batch."""
+    if layout == "transposed":
+        return torch.randn(B, T, H, D, requires_grad=True).transpose(1, 2)
+    if layout == "strided":
+        return torch.randn(B, H, 2 * T, D + 3, requires_grad=True)[:, :, ::2, :D]
+    if layout == "expanded":
+        return torch.randn(1, H, T, D, requires_grad=True).expand(B, H, T, D)
+    return torch.randn(B, H, T, D, requires_grad=True)
+
+
+def _sample_args(op, target, with_optionals, layout="contiguous"):
     """Positional arguments of the forward custom op for a small random case."""
     B, H, T, D = 2, 2, 7, 8
     backend = target.backend
     torch.set_default_device(target.device)
-    q, k, v = (torch.randn(B, H, T, D, dtype=torch.float32, requires_grad=True) for _ in range(3))
+    q, k, v = (_laid_out(B, H, T, D, layout) for _ in range(3))
     valid = torch.rand(B, T) > 0.3 if with_optionals else None
     key_bias = torch.randn(B, H, T, requires_grad=True) if with_optionals else None
     if op == "masked_sdpa":
-        return masked_sdpa_fwd, (q, k, v, valid, key_bias, True, 0.0, 0, 0.35, backend)
+        return MASKED_SDPA.fwd_op, (q, k, v, valid, key_bias, True, 0.0, 0, 0.35, backend)
     if op == "relpos_attention":
         rel = torch.randn(H, 4, requires_grad=True)
-        return relpos_attention_fwd, (q, k, v, rel, valid, key_bias, 3, 0.0, 0, 0.35, backend)
+        return RELPOS_ATTENTION.fwd_op, (q, k, v, rel, valid, key_bias, 3, 0.0, 0, 0.35, backend)
     lg = torch.log(torch.rand(H, 3) * 0.5 + 0.4).requires_grad_(True)
     al = torch.randn(H, 3, requires_grad=True)
     times = torch.cumsum(torch.rand(B, T), 1) if with_optionals else None
-    return decay_attention_fwd, (q, k, v, lg, al, times, valid, key_bias, -1, 1e-8, 0.0, 0, 0.35, backend)
+    return DECAY_ATTENTION.fwd_op, (q, k, v, lg, al, times, valid, key_bias, None, 1e-8, 0.0, 0, 0.35, backend)
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=str)
@@ -40,6 +55,41 @@ def test_opcheck(op, with_optionals, target):
     finally:
         torch.set_default_device("cpu")
     torch.library.opcheck(fwd, args)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+@pytest.mark.parametrize("op", OPS)
+def test_opcheck_non_contiguous(op, layout, target):
+    """The fakes promise what the kernels return for every input layout (the backward's strides included)."""
+    try:
+        fwd, args = _sample_args(op, target, True, layout)
+    finally:
+        torch.set_default_device("cpu")
+    torch.library.opcheck(fwd, args)
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS[1:])
+@pytest.mark.parametrize("op", OPS)
+def test_torch_compile_forward_and_backward_non_contiguous(op, layout, target):
+    """Inductor checks every output's strides against the fake: a compiled training step over views."""
+    try:
+        fwd, args = _sample_args(op, target, True, layout)
+    finally:
+        torch.set_default_device("cpu")
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def loss(*call_args):
+        out, lse = fwd(*call_args)
+        return out.square().sum() + torch.where(torch.isfinite(lse), lse, 0.0).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, backend="inductor")
+    expected = torch.autograd.grad(loss(*args), tensors)
+    got = torch.autograd.grad(compiled(*args), tensors)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
 
 
 def _case(op):

@@ -52,7 +52,7 @@ CASES = {
     "head_dim_too_large": (masked(q=torch.randn(B, H, T, 257), k=torch.randn(B, H, T, 257)), ValueError, "`q`"),
     "value_dim_too_large": (masked(v=torch.randn(B, H, T, 300)), ValueError, "`v`"),
     "last_dim_stride": (masked(q=torch.randn(B, H, D, T).transpose(2, 3)), ValueError, "`q`"),
-    "empty_sequence_length": (masked(q=torch.randn(B, H, 0, D)), ValueError, "`q`"),
+    "window_past_int64": (decay(window=2**63), ValueError, "`window`"),
     "causal_tq_gt_tk": (masked(q=torch.randn(B, H, T + 2, D), causal=True), ValueError, "`q`"),
     "causal_not_bool": (masked(causal=1), TypeError, "`causal`"),
     "both_masks": (masked(key_padding_mask=torch.zeros(B, T, dtype=torch.bool),
@@ -120,3 +120,32 @@ def test_device_mismatch_is_reported():
     with pytest.raises((ValueError, RuntimeError)) as info:
         tempattn.masked_sdpa(q, k.to("meta"), v, backend="reference")
     assert "`k`" in str(info.value) and "device" in str(info.value)
+
+
+VALUE_CASES = {
+    "rel_bias_nan": lambda q, k, v, be: tempattn.relpos_attention(
+        q, k, v, torch.tensor([[0.0, float("nan"), 0.0, 0.0]] * H), window=3, backend=be),
+    "log_gamma_positive": lambda q, k, v, be: tempattn.decay_attention(
+        q, k, v, torch.full((H, 3), 0.1), torch.zeros(H, 3), backend=be),
+    "alpha_inf": lambda q, k, v, be: tempattn.decay_attention(
+        q, k, v, -torch.rand(H, 3), torch.full((H, 3), float("inf")), backend=be),
+    "times_decreasing": lambda q, k, v, be: tempattn.decay_attention(
+        q, k, v, -torch.rand(H, 3), torch.zeros(H, 3), times=torch.arange(T, 0.0, -1.0).expand(B, T), backend=be),
+    "times_inf": lambda q, k, v, be: tempattn.decay_attention(
+        q, k, v, -torch.rand(H, 3), torch.zeros(H, 3), times=torch.full((B, T), float("inf")), backend=be),
+}
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("name", sorted(VALUE_CASES))
+def test_value_checks_in_cpp_match_python(name, requires_grad):
+    """The C++ operators run the value checks for the cpu backend: same ValueError, same message."""
+    if not tempattn.backends()["cpu"]["available"]:
+        pytest.skip("the cpu backend is not built")
+    q, k, v = (t.requires_grad_(requires_grad) for t in qkv())
+    messages = []
+    for backend in ("reference", "cpu"):
+        with pytest.raises(ValueError) as info:
+            VALUE_CASES[name](q, k, v, backend)
+        messages.append(str(info.value).splitlines()[0])
+    assert messages[0] == messages[1]
