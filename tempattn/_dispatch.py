@@ -81,7 +81,9 @@ def _unavailable_reason(backend: str):
     """Why ``backend`` cannot run in this process, or None."""
     if backend == "reference":
         return None
-    return {"cpu": _cpu_reason, "triton": _triton_reason, "cuda": _cuda_reason}[backend]()
+    if backend == "cpu":
+        return _cpu_reason()
+    return _triton_reason() if backend == "triton" else _cuda_reason()
 
 
 def backends() -> dict:
@@ -114,9 +116,35 @@ def _auto(device: torch.device) -> str:
     return "reference"
 
 
+# os.environ.get encodes its key on every call (~0.6 us, a tenth of a small operator call); the
+# environment's live dict (which os.environ.__setitem__ / putenv keep current) read with keys
+# encoded once gives the same answer. Falls back to os.environ.get where that dict is absent.
+_ENVIRON_DATA = getattr(os.environ, "_data", None)
+_BACKEND_VAR, _INTERPRET_VAR = (os.environ.encodekey(name) for name in ("TEMPATTN_BACKEND", "TRITON_INTERPRET"))
+
+
+def _environ_value(encoded_name):
+    if _ENVIRON_DATA is None:
+        return os.environ.get(os.environ.decodevalue(encoded_name))
+    return _ENVIRON_DATA.get(encoded_name)
+
+
+# Successful resolutions by (request, device type, TEMPATTN_BACKEND, TRITON_INTERPRET): availability is
+# probed once per process, so only the environment can change the answer, and it is part of the key.
+_RESOLVED = {}
+
+
 def resolve(op: str, backend: str, device: torch.device) -> str:
     """The concrete backend that runs ``op`` on ``device``; raises if it cannot."""
-    if not isinstance(backend, str) or backend not in _CHOICES:
+    key = (backend, device.type, _environ_value(_BACKEND_VAR), _environ_value(_INTERPRET_VAR))
+    chosen = _RESOLVED.get(key)
+    if chosen is None:
+        chosen = _RESOLVED[key] = _resolve(op, backend, device)
+    return chosen
+
+
+def _resolve(op: str, backend: str, device: torch.device) -> str:
+    if backend not in _CHOICES or not isinstance(backend, str):
         raise ValueError(f"{op}: `backend` must be one of {_CHOICES}, got {backend!r}; hint: use 'auto'")
     if backend == "auto":
         backend = os.environ.get("TEMPATTN_BACKEND", "auto") or "auto"

@@ -25,7 +25,10 @@ def draw_seed() -> int:
 
 def as_param(t: Optional[torch.Tensor], q: torch.Tensor) -> Optional[torch.Tensor]:
     """A float parameter in q's accumulation dtype, contiguous (autograd casts its gradient back)."""
-    return None if t is None else t.to(accumulate_dtype(q.dtype)).contiguous()
+    if t is None:
+        return None
+    acc = accumulate_dtype(q.dtype)
+    return t if t.dtype == acc and t.is_contiguous() else t.to(acc).contiguous()
 
 
 def common_args(op: str, q, k, v, *, causal: bool, key_padding_mask, key_valid_mask, key_bias, dropout_p, seed,
@@ -33,12 +36,17 @@ def common_args(op: str, q, k, v, *, causal: bool, key_padding_mask, key_valid_m
     V.check_qkv(op, q, k, v)
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
+    device = q.device
     V.check_lengths(op, Tq, Tk, causal)
-    key_valid = V.canonical_key_valid(op, key_padding_mask, key_valid_mask, B, Tk, q.device)
-    key_bias = V.canonical_key_bias(op, key_bias, B, H, Tk, q.device)
+    backend = _dispatch.resolve(op, backend, device)
+    if (key_padding_mask is None and key_valid_mask is None and key_bias is None and dropout_p == 0.0
+            and type(dropout_p) is float and seed is None and scale is None):
+        # Every optional argument at its default: the common call, with nothing left to check.
+        return CommonArgs(None, None, 0.0, 0, 1.0 / math.sqrt(D), backend)
+    key_valid = V.canonical_key_valid(op, key_padding_mask, key_valid_mask, B, Tk, device)
+    key_bias = V.canonical_key_bias(op, key_bias, B, H, Tk, device)
     V.check_dropout(op, dropout_p, seed)
     V.check_scale(op, scale)
-    backend = _dispatch.resolve(op, backend, q.device)
     if dropout_p > 0.0 and seed is None:
         seed = draw_seed()
     return CommonArgs(

@@ -30,6 +30,9 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .autograd import fake_outputs, reference_backward, row_delta
 
+# Tensor types that run eagerly; any other subclass (fake tensors, functorch wrappers) takes the custom op.
+_PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
+
 # The arguments every operator shares, around its own (see the module docstring).
 _QKV = ("q", "k", "v")
 _KEYS = (("key_valid", "Tensor?", False), ("key_bias", "Tensor?", True))
@@ -67,9 +70,13 @@ class AttentionOp:
     op_config: Tuple[ConfigArg, ...]
     reference: Callable                       # reference(*tensors, *config) -> (out, lse)
     triton: Optional[Kernels] = None
+    n_tensors: int = field(default=0, init=False)
     fwd_op: Callable = field(default=None, init=False)
     bwd_op: Callable = field(default=None, init=False)
     function: type = field(default=None, init=False)
+    # The eager autograd.Function's apply from its C base: Function.apply's Python wrapper only adds
+    # functorch handling, which the eager gate has already ruled out (about 1.5 us per call).
+    apply_function: Callable = field(default=None, init=False)
 
     @property
     def tensor_specs(self) -> Tuple[Tuple[str, str, bool], ...]:
@@ -87,12 +94,18 @@ class AttentionOp:
 
     def __call__(self, *args) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(*tensors, *config, backend) -> (out, lse)``: the custom op, or the eager fast path."""
-        tensors = args[:len(self.tensor_specs)]
-        if not _eager(tensors):
+        tensors = args[:self.n_tensors]
+        if _tracing():
             return self.fwd_op(*args)
-        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-            return self.function.apply(*args)
-        return relay_forward(self, tensors, args[len(tensors):-1], args[-1])
+        needs_grad = False
+        for t in tensors:  # one plain loop: this runs on every call
+            if t is not None:
+                if type(t) not in _PLAIN_TENSORS:
+                    return self.fwd_op(*args)  # a tensor subclass (fake, functorch, ...) traces the custom op
+                needs_grad = needs_grad or t.requires_grad
+        if needs_grad and torch.is_grad_enabled():
+            return self.apply_function(*args)
+        return relay_forward(self, tensors, args[self.n_tensors:-1], args[-1])
 
     def kernels(self, backend: str) -> Kernels:
         if backend == "cpu":
@@ -102,17 +115,20 @@ class AttentionOp:
         raise RuntimeError(f"{self.name}: backend {backend!r} has no kernel for this operator in this build")
 
 
+def _tracing() -> bool:
+    """Compiling, a dispatch mode, or a functorch transform: the custom op must be what they see."""
+    return (torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
+            or torch._C._are_functorch_transforms_active())
+
+
 def _eager(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
-    """Plain tensors outside compile and dispatch modes: the custom-op layer adds nothing there."""
-    if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
-        return False
-    return all(t is None or type(t) is torch.Tensor for t in tensors)
+    """Plain tensors and no tracing: the custom-op layer adds nothing there."""
+    return not _tracing() and all(t is None or type(t) in _PLAIN_TENSORS for t in tensors)
 
 
 def _is_empty(tensors) -> bool:
     """No query row (B, H or Tq is 0) or no key: nothing for a kernel to do."""
-    q, k = tensors[0], tensors[1]
-    return q.numel() == 0 or k.shape[2] == 0
+    return tensors[0].numel() == 0 or tensors[1].shape[2] == 0
 
 
 def _empty_forward(tensors) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -157,17 +173,14 @@ def _schema(op: AttentionOp, prefix: str, returns: str) -> str:
 
 def _split(op: AttentionOp, args):
     """(tensors, config, backend) of a flat ``(*tensors, *config, backend)``."""
-    n = len(op.tensor_specs)
-    return args[:n], args[n:-1], args[-1]
+    return args[:op.n_tensors], args[op.n_tensors:-1], args[-1]
 
 
 def _autograd_parts(op: AttentionOp):
     """setup_context and backward, shared by the custom op and the eager autograd.Function."""
-    n_tensors = len(op.tensor_specs)
-
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs[:n_tensors], *output)
-        ctx.config = inputs[n_tensors:]
+        ctx.save_for_backward(*inputs[:op.n_tensors], *output)
+        ctx.config = inputs[op.n_tensors:]
 
     def backward(ctx, grad_out, grad_lse):
         *tensors, out, lse = ctx.saved_tensors
@@ -189,14 +202,19 @@ def _autograd_parts(op: AttentionOp):
 
 
 def _eager_function(op: AttentionOp, setup_context, backward) -> type:
-    """An autograd.Function running the relay directly, with the custom op's backward."""
-    def forward(*args):
+    """An autograd.Function running the relay directly, with the custom op's backward.
+
+    Its forward takes ``ctx`` and calls setup_context itself: a separate ``setup_context`` staticmethod
+    sends ``apply`` down a slower path (about 8 us more per call, as much as a small kernel).
+    """
+    def forward(ctx, *args):
         tensors, config, backend = _split(op, args)
-        return relay_forward(op, tensors, config, backend)
+        output = relay_forward(op, tensors, config, backend)
+        setup_context(ctx, args, output)
+        return output
 
     return type(f"{op.name}_function", (torch.autograd.Function,), {
-        "forward": staticmethod(forward), "setup_context": staticmethod(setup_context),
-        "backward": staticmethod(backward)})
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
 
 
 def _eager_backward_op(op: AttentionOp):
@@ -209,6 +227,7 @@ def _eager_backward_op(op: AttentionOp):
 
 def declare_attention_op(op: AttentionOp) -> AttentionOp:
     """Generates the custom ops, fakes, autograd and the eager path of ``op`` (see the module docstring)."""
+    op.n_tensors = len(op.tensor_specs)
     def fwd(*args):
         tensors, config, backend = _split(op, args)
         return relay_forward(op, tensors, config, backend)
@@ -224,6 +243,7 @@ def declare_attention_op(op: AttentionOp) -> AttentionOp:
     setup_context, backward = _autograd_parts(op)
     op.fwd_op.register_autograd(backward, setup_context=setup_context)
     op.function = _eager_function(op, setup_context, backward)
+    op.apply_function = super(torch.autograd.Function, op.function).apply
     return op
 
 

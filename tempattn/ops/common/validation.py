@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
 MAX_HEAD_DIM = 256
 
 
@@ -40,6 +41,23 @@ def check_float(op: str, name: str, t: torch.Tensor) -> None:
 
 
 def check_qkv(op: str, q, k, v) -> None:
+    if not _qkv_well_formed(q, k, v):
+        _explain_qkv(op, q, k, v)
+
+
+def _qkv_well_formed(q, k, v) -> bool:
+    """One cheap pass accepting only inputs that _explain_qkv accepts: the hot path of every call."""
+    if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
+        return False
+    qs, ks, vs = q.shape, k.shape, v.shape
+    return (len(qs) == 4 and len(ks) == 4 and len(vs) == 4 and q.dtype in _FLOAT_SET and k.dtype == q.dtype
+            and v.dtype == q.dtype and k.device == q.device and v.device == q.device and ks[:2] == qs[:2]
+            and vs[:2] == qs[:2] and ks[3] == qs[3] and vs[2] == ks[2] and 1 <= qs[3] <= MAX_HEAD_DIM
+            and 1 <= vs[3] <= MAX_HEAD_DIM and q.stride(3) == 1 and k.stride(3) == 1 and v.stride(3) == 1)
+
+
+def _explain_qkv(op: str, q, k, v) -> None:
+    """Raises the error that names what is wrong with q, k or v."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(op, name, t, 4, "(B, H, T, D)")
         check_float(op, name, t)
@@ -95,6 +113,8 @@ def canonical_key_valid(op: str, key_padding_mask, key_valid_mask, B: int, Tk: i
 
 def check_param(op: str, name: str, t, shape: tuple, layout: str, device) -> None:
     """A float parameter tensor of an exact shape on q's device."""
+    if isinstance(t, torch.Tensor) and t.dtype in _FLOAT_SET and t.shape == shape and t.device == device:
+        return
     check_tensor(op, name, t, len(shape), layout)
     check_float(op, name, t)
     if tuple(t.shape) != tuple(shape):

@@ -21,9 +21,8 @@ DECAY_ATTENTION = declare_attention_op(AttentionOp(
 
 
 def _check_decay_params(op: str, log_gamma, alpha_logits, H: int, device, backend: str) -> None:
-    V.check_tensor(op, "log_gamma", log_gamma, 2, "(H, S)")
-    V.check_param(op, "log_gamma", log_gamma, (H, max(log_gamma.shape[1], 1)), "(H, S) with S >= 1", device)
-    V.check_param(op, "alpha_logits", alpha_logits, tuple(log_gamma.shape), "(H, S) like log_gamma", device)
+    if not _decay_params_well_formed(log_gamma, alpha_logits, H, device):
+        _explain_decay_params(op, log_gamma, alpha_logits, H, device)
     if not V.python_value_checks(log_gamma, backend):
         return
     V.check_finite(op, "log_gamma", log_gamma)
@@ -31,6 +30,21 @@ def _check_decay_params(op: str, log_gamma, alpha_logits, H: int, device, backen
     if bool((log_gamma > 0).any()):
         raise ValueError(f"{op}: `log_gamma` must be <= 0 (decay rates gamma = exp(log_gamma) in (0, 1]), got max "
                          f"{float(log_gamma.max()):.4g}; hint: parametrise it as -softplus(x) or log(sigmoid(x))")
+
+
+def _decay_params_well_formed(log_gamma, alpha_logits, H: int, device) -> bool:
+    """One cheap pass accepting only what _explain_decay_params accepts (the hot path)."""
+    return (isinstance(log_gamma, Tensor) and isinstance(alpha_logits, Tensor) and log_gamma.dim() == 2
+            and log_gamma.shape[0] == H and log_gamma.shape[1] >= 1 and alpha_logits.shape == log_gamma.shape
+            and log_gamma.dtype in V.FLOAT_DTYPES and alpha_logits.dtype in V.FLOAT_DTYPES
+            and log_gamma.device == device and alpha_logits.device == device)
+
+
+def _explain_decay_params(op: str, log_gamma, alpha_logits, H: int, device) -> None:
+    """Raises the error naming what is wrong with log_gamma or alpha_logits."""
+    V.check_tensor(op, "log_gamma", log_gamma, 2, "(H, S)")
+    V.check_param(op, "log_gamma", log_gamma, (H, max(log_gamma.shape[1], 1)), "(H, S) with S >= 1", device)
+    V.check_param(op, "alpha_logits", alpha_logits, tuple(log_gamma.shape), "(H, S) like log_gamma", device)
 
 
 def _check_eps(op: str, eps) -> None:

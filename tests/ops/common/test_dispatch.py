@@ -38,6 +38,7 @@ def test_auto_on_cpu_picks_the_fused_cpu_kernels_or_warns_once(monkeypatch):
 def test_reference_fallback_warns_when_the_extension_is_missing(monkeypatch):
     monkeypatch.delenv("TEMPATTN_BACKEND", raising=False)
     monkeypatch.setattr(_dispatch, "_cpu_reason", lambda: "tempattn._C is not built (test)")
+    monkeypatch.setattr(_dispatch, "_RESOLVED", {})
     _dispatch._warn_reference_fallback.cache_clear()
     with pytest.warns(RuntimeWarning, match="reference backend"):
         assert _dispatch.resolve("op", "auto", torch.device("cpu")) == "reference"
