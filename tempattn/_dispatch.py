@@ -136,6 +136,8 @@ _RESOLVED = {}
 
 def resolve(op: str, backend: str, device: torch.device) -> str:
     """The concrete backend that runs ``op`` on ``device``; raises if it cannot."""
+    if not isinstance(backend, str):
+        return _resolve(op, backend, device)  # raises the ValueError (and keeps unhashables out of the key)
     key = (backend, device.type, _environ_value(_BACKEND_VAR), _environ_value(_INTERPRET_VAR))
     chosen = _RESOLVED.get(key)
     if chosen is None:
