@@ -46,14 +46,20 @@ def check_qkv(op: str, q, k, v) -> None:
 
 
 def _qkv_well_formed(q, k, v) -> bool:
-    """One cheap pass accepting only inputs that _explain_qkv accepts: the hot path of every call."""
+    """One cheap pass accepting only inputs that _explain_qkv accepts: the hot path of every call
+    (plain int comparisons: slicing torch.Size and comparing devices cost more than the rest)."""
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
         return False
-    qs, ks, vs = q.shape, k.shape, v.shape
-    return (len(qs) == 4 and len(ks) == 4 and len(vs) == 4 and q.dtype in _FLOAT_SET and k.dtype == q.dtype
-            and v.dtype == q.dtype and k.device == q.device and v.device == q.device and ks[:2] == qs[:2]
-            and vs[:2] == qs[:2] and ks[3] == qs[3] and vs[2] == ks[2] and 1 <= qs[3] <= MAX_HEAD_DIM
-            and 1 <= vs[3] <= MAX_HEAD_DIM and q.stride(3) == 1 and k.stride(3) == 1 and v.stride(3) == 1)
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        return False
+    B, H, _, D = q.shape
+    kB, kH, Tk, kD = k.shape
+    vB, vH, vT, Dv = v.shape
+    dtype = q.dtype
+    return (dtype in _FLOAT_SET and k.dtype == dtype and v.dtype == dtype and kB == B and vB == B and kH == H
+            and vH == H and kD == D and vT == Tk and 1 <= D <= MAX_HEAD_DIM and 1 <= Dv <= MAX_HEAD_DIM
+            and q.stride(3) == 1 and k.stride(3) == 1 and v.stride(3) == 1
+            and k.device == q.device and v.device == q.device)
 
 
 def _explain_qkv(op: str, q, k, v) -> None:
