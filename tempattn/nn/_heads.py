@@ -17,6 +17,8 @@ def fail(layer: str, name: str, expected: str, got, hint: str, exc=ValueError):
 
 
 def describe(t) -> str:
+    if isinstance(t, Tensor) and t.is_nested:  # a strided nested tensor has no shape
+        return f"nested tensor ({t.layout}) of {t.size(0)} sequences, dtype {t.dtype}"
     if isinstance(t, Tensor):
         return f"tensor of shape {tuple(t.shape)}, dtype {t.dtype}"
     return f"{type(t).__name__} {t!r}"

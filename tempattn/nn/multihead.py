@@ -1,6 +1,6 @@
 """A drop-in replacement for ``torch.nn.MultiheadAttention`` on the fused ``masked_sdpa`` operator."""
 import math
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -21,22 +21,45 @@ def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
     return mask.to(dtype)
 
 
-def _causal_mask(Tq: int, Tk: int, device) -> Tensor:
-    """``(Tq, Tk)`` bool, True = masked: query ``i`` sees keys ``j <= i + Tk - Tq`` (bottom-right)."""
-    return torch.ones(Tq, Tk, dtype=torch.bool, device=device).triu(Tk - Tq + 1)
+_ALIGNMENTS = ("top_left", "bottom_right")
 
 
-def _is_causal_mask(attn_mask: Optional[Tensor], Tq: int, Tk: int) -> bool:
-    """Whether ``attn_mask`` is the 2-D bottom-right causal mask, bool or float (0 / -inf).
+def _causal_mask(Tq: int, Tk: int, alignment: str, device) -> Tensor:
+    """``(Tq, Tk)`` bool, True = masked: query ``i`` sees keys ``j <= i`` (``"top_left"``, PyTorch's
+    ``is_causal``) or ``j <= i + Tk - Tq`` (``"bottom_right"``, tempattn's operators)."""
+    first_masked = 1 if alignment == "top_left" else Tk - Tq + 1
+    return torch.ones(Tq, Tk, dtype=torch.bool, device=device).triu(first_masked)
 
-    Reads the mask, so it is skipped (False: dense path) while ``torch.compile`` traces.
+
+def _detect_causal_mask(attn_mask: Optional[Tensor], Tq: int, Tk: int) -> Optional[str]:
+    """The alignment of ``attn_mask`` if it is a 2-D causal mask, bool or float (0 / -inf), else None.
+
+    Reads the mask, so it is skipped (None: dense path) while ``torch.compile`` traces.
     """
     if attn_mask is None or attn_mask.dim() != 2 or torch.compiler.is_compiling():
-        return False
-    masked = _causal_mask(Tq, Tk, attn_mask.device)
-    if attn_mask.dtype == torch.bool:
-        return torch.equal(attn_mask, masked)
-    return torch.equal(torch.isneginf(attn_mask), masked) and bool((attn_mask[~masked] == 0).all())
+        return None
+    blocked = attn_mask
+    if attn_mask.is_floating_point():
+        blocked = torch.isneginf(attn_mask)
+        if not bool((attn_mask.masked_fill(blocked, 0.0) == 0).all()):
+            return None
+    return next((a for a in _ALIGNMENTS if torch.equal(blocked, _causal_mask(Tq, Tk, a, attn_mask.device))), None)
+
+
+def _operator_key_masks(mask: Optional[Tensor], n_extra: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """A ``(B, S)`` ``key_padding_mask`` as the operator's bool ``key_padding_mask`` and ``key_bias``.
+
+    A float mask is added to the scores, as in PyTorch: its ``-inf`` entries remove their key
+    and the rest become a finite ``key_bias`` (the operator treats non-finite bias as data,
+    not as a mask). The ``n_extra`` appended keys stay visible.
+    """
+    if mask is None:
+        return None, None
+    if mask.dtype == torch.bool:
+        return F.pad(mask, (0, n_extra), value=False), None
+    mask = F.pad(mask, (0, n_extra), value=0.0)
+    blocked = torch.isneginf(mask)
+    return blocked, mask.masked_fill(blocked, 0.0)
 
 
 def _dense_attention(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor],
@@ -63,12 +86,45 @@ def _check_mask_type(name: str, mask: Tensor) -> None:
                     "convert an integer mask with `.bool()` after checking its convention", TypeError)
 
 
+def _check_alignment(alignment) -> str:
+    if alignment not in _ALIGNMENTS:
+        _heads.fail(_LAYER, "causal_alignment", f"one of {_ALIGNMENTS}", repr(alignment),
+                    "'top_left' is PyTorch's is_causal; 'bottom_right' aligns the last query with the last key "
+                    "(decoding against a key/value cache)")
+    return alignment
+
+
+def _nested_lengths(x: Tensor, width: int) -> List[int]:
+    """The sequence lengths of a nested ``(B, j, width)`` query, each sequence checked."""
+    shapes = [tuple(t.shape) for t in x.unbind()]
+    if not shapes or any(len(shape) != 2 or shape[1] != width for shape in shapes):
+        _heads.fail(_LAYER, "query", f"a nested tensor of (length, {width}) sequences",
+                    f"sequences of shapes {shapes}", "the feature size must equal embed_dim")
+    return [shape[0] for shape in shapes]
+
+
+def _run_own_forward(module: nn.Module, args: tuple) -> None:
+    """A forward pre-hook that does nothing: its presence makes torch's Transformer layers call our forward.
+
+    In eval mode without autograd, ``nn.TransformerEncoderLayer.forward`` runs the whole layer as
+    the native ``torch._transformer_encoder_layer_fwd`` on ``self_attn``'s weights (after calling
+    ``self_attn.merge_masks``), never calling ``self_attn``, unless a ``why_not_sparsity_fast_path``
+    check declines. One check is "forward pre-/hooks are attached to the module": the native
+    kernel would skip a submodule's forward, so torch keeps the module-by-module path whenever a
+    submodule's forward must run. This module's forward must run: it is the attention.
+    """
+
+
 class MultiheadAttention(nn.Module):
     """Drop-in for :class:`torch.nn.MultiheadAttention`: same arguments, forward, outputs and ``state_dict``.
 
     Args: as ``torch.nn.MultiheadAttention`` (embed_dim, num_heads, dropout, bias, add_bias_kv,
-    add_zero_attn, kdim, vdim, batch_first, device, dtype), plus the keyword ``backend``
-    ("auto") choosing the :func:`tempattn.masked_sdpa` backend.
+    add_zero_attn, kdim, vdim, batch_first, device, dtype), plus the keywords ``backend``
+    ("auto") choosing the :func:`tempattn.masked_sdpa` backend and ``causal_alignment``:
+    the causal mask ``is_causal=True`` stands for when ``L != S``. ``"top_left"`` (default, as
+    PyTorch: query ``i`` sees keys ``j <= i``) or ``"bottom_right"`` (tempattn's operators:
+    ``j <= i + S - L``, so ``L`` new queries against a key/value cache of ``S`` steps are the
+    last ``L`` rows of the full causal attention).
 
     Parameters (same names as PyTorch): ``in_proj_weight (3E, E)`` or, when ``kdim``/``vdim``
     differ from ``embed_dim``, ``q_proj_weight (E, E)``, ``k_proj_weight (E, kdim)``,
@@ -77,27 +133,41 @@ class MultiheadAttention(nn.Module):
 
     Two paths compute the same results:
 
-    - fused: one :func:`tempattn.masked_sdpa` call, taken when ``need_weights=False``, the
-      ``key_padding_mask`` (if any) is bool and ``attn_mask`` is None or the causal mask
-      (``is_causal=True``, or a 2-D bool / 0-and-``-inf`` mask equal to it; the mask is read
-      for that, except while ``torch.compile`` traces);
+    - fused: one :func:`tempattn.masked_sdpa` call, taken when ``need_weights=False`` and
+      ``attn_mask`` is None or causal (``is_causal=True``, or a 2-D bool / 0-and-``-inf`` mask
+      equal to the top-left or bottom-right causal mask; the mask is read for that, except while
+      ``torch.compile`` traces). A bool ``key_padding_mask`` is the operator's; a float one is
+      split into its ``-inf`` entries (masked keys) and a finite ``key_bias``. Top-left causal
+      attention runs as the operator's bottom-right causal attention over the first ``L`` keys
+      (no query sees a later one).
     - dense: PyTorch softmax over materialised ``(B, H, L, S)`` scores, for a non-causal or 3-D
-      ``attn_mask``, a float ``key_padding_mask``, ``need_weights=True``, causal attention
-      with ``add_bias_kv``/``add_zero_attn``, or a causal mask with ``L > S``. Its dropout uses
-      ``F.dropout`` (torch's generator) rather than the operator's Philox mask.
+      ``attn_mask``, ``need_weights=True``, causal attention with ``add_bias_kv``/``add_zero_attn``,
+      or causal attention with ``L > S``. Its dropout uses ``F.dropout`` (torch's generator)
+      rather than the operator's Philox mask.
+
+    As the ``self_attn`` / ``multihead_attn`` of torch's ``nn.Transformer*`` modules this forward
+    runs in every mode: the module carries a no-op forward pre-hook, and a hooked submodule is
+    one of the reasons ``nn.TransformerEncoderLayer`` gives for not replacing the whole layer with
+    its native fused kernel. The nested tensors ``nn.TransformerEncoder`` makes from a
+    ``src_key_padding_mask`` in eval mode without autograd are handled (see below).
 
     Differences from PyTorch:
 
     - A query with no admissible key (e.g. a fully padded sequence) gives zeros, not NaN,
       in the output and the weights.
-    - ``is_causal=True`` without ``attn_mask`` applies the causal mask (PyTorch raises).
-      As in PyTorch, ``is_causal=True`` is a hint that ``attn_mask`` is causal; the fused
-      path then does not read it. Causal masking is bottom-right aligned when ``L != S``.
+    - ``is_causal=True`` without ``attn_mask`` applies the causal mask of ``causal_alignment``
+      (PyTorch raises, or ignores ``is_causal`` on its native fast path). As in PyTorch,
+      ``is_causal=True`` with ``attn_mask`` is a hint that ``attn_mask`` is that causal mask;
+      the fused path then does not read it, the dense path applies ``attn_mask``.
       With ``add_bias_kv``/``add_zero_attn`` the extra keys stay visible to every query, as
       PyTorch does with ``need_weights=True`` (its ``need_weights=False`` path hides them).
     - Bad arguments raise ``ValueError``/``TypeError`` naming the argument (not ``AssertionError``);
       ``dropout`` must lie in ``[0, 1)`` (the operator's range).
-    - No native "fast path" and no nested-tensor outputs.
+    - Nested tensors (strided or jagged layout) are accepted in every mode, not only on a native
+      fast path, under PyTorch's conditions: self-attention (``query is key is value``),
+      ``batch_first=True``, no ``key_padding_mask`` or ``attn_mask`` (the lengths are the padding).
+      The output is nested like ``query``; weights come padded, zero outside each sequence.
+    - No native fast path: every mode runs the paths above.
     """
 
     __constants__ = ["batch_first"]
@@ -105,7 +175,7 @@ class MultiheadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: Optional[int] = None,
                  vdim: Optional[int] = None, batch_first: bool = False, device=None, dtype=None, *,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", causal_alignment: str = "top_left") -> None:
         factory = {"device": device, "dtype": dtype}
         super().__init__()
         self.head_dim = _heads.check_head_config(_LAYER, embed_dim, num_heads)
@@ -120,9 +190,11 @@ class MultiheadAttention(nn.Module):
         self.dropout = _heads.check_dropout(_LAYER, dropout)
         self.batch_first = batch_first
         self.backend = _heads.check_backend(_LAYER, backend)
+        self.causal_alignment = _check_alignment(causal_alignment)
         self._register_projections(bias, add_bias_kv, factory)
         self.add_zero_attn = add_zero_attn
         self.reset_parameters()
+        self.register_forward_pre_hook(_run_own_forward)
 
     def _register_projections(self, bias: bool, add_bias_kv: bool, factory: dict) -> None:
         E = self.embed_dim
@@ -159,7 +231,8 @@ class MultiheadAttention(nn.Module):
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "
                 f"bias={self.in_proj_bias is not None}, add_bias_kv={self.bias_k is not None}, "
                 f"add_zero_attn={self.add_zero_attn}, kdim={self.kdim}, vdim={self.vdim}, "
-                f"batch_first={self.batch_first}, backend={self.backend!r}")
+                f"batch_first={self.batch_first}, backend={self.backend!r}, "
+                f"causal_alignment={self.causal_alignment!r}")
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
                 need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
@@ -167,7 +240,8 @@ class MultiheadAttention(nn.Module):
         """Attention of ``query`` over ``key``/``value``, as ``torch.nn.MultiheadAttention.forward``.
 
         Args:
-            query: ``(L, B, E)``, or ``(B, L, E)`` with ``batch_first``, or unbatched ``(L, E)``.
+            query: ``(L, B, E)``, or ``(B, L, E)`` with ``batch_first``, or unbatched ``(L, E)``;
+                or a nested ``(B, j, E)`` tensor passed as key and value too (self-attention).
             key: ``(S, B, kdim)`` / ``(B, S, kdim)`` / ``(S, kdim)``; value likewise with ``vdim``.
             key_padding_mask: ``(B, S)`` (unbatched ``(S,)``) bool, True = ignore this key, or
                 float, added to the scores.
@@ -175,13 +249,16 @@ class MultiheadAttention(nn.Module):
             attn_mask: ``(L, S)`` or ``(B * num_heads, L, S)`` (unbatched ``(num_heads, L, S)``),
                 bool (True = not allowed) or float (added to the scores).
             average_attn_weights: average the returned weights over heads.
-            is_causal: hint that ``attn_mask`` is the causal mask (may then be None here).
+            is_causal: hint that ``attn_mask`` is the causal mask of ``causal_alignment``
+                (top-left by default, as PyTorch); ``attn_mask`` may then be None here.
 
         Returns:
-            ``attn_output`` shaped like ``query`` with ``E`` features, and ``attn_weights``:
+            ``attn_output`` shaped like ``query`` (nested if it is) with ``E`` features and ``attn_weights``:
             ``(B, L, S')`` averaged or ``(B, H, L, S')`` per head (no ``B`` when unbatched;
             ``S'`` counts ``bias_k`` and the zero key), or None when ``need_weights=False``.
         """
+        if self._nested_call(query, key, value, key_padding_mask, attn_mask):
+            return self._forward_nested(query, need_weights, average_attn_weights, is_causal)
         batched = self._check_inputs(query, key, value)
         self_attention = query is key and key is value
         query, key, value = (self._batch_major(t, batched) for t in (query, key, value))
@@ -190,18 +267,56 @@ class MultiheadAttention(nn.Module):
         self._check_attn_mask(attn_mask, B, L, S)
         q, k, v = self._project(query, key, value, self_attention)
         k, v, n_extra = self._append_extra_keys(k, v)
-        causal = is_causal or _is_causal_mask(attn_mask, L, S)
-        if self._fused_path_applies(need_weights, key_padding_mask, attn_mask, causal, n_extra, L, S):
-            if key_padding_mask is not None:
-                key_padding_mask = F.pad(key_padding_mask, (0, n_extra), value=False)
-            out = masked_sdpa(q, k, v, key_padding_mask=key_padding_mask, causal=causal,
-                              dropout_p=_heads.dropout_p(self), backend=self.backend)
-            weights = None
+        causal = self.causal_alignment if is_causal else _detect_causal_mask(attn_mask, L, S)
+        if self._fused_path_applies(need_weights, attn_mask, causal, n_extra, L, S):
+            out, weights = self._fused_attention(q, k, v, key_padding_mask, causal, n_extra), None
         else:
             bias = self._dense_bias(attn_mask, key_padding_mask, causal, q, S, n_extra)
             out, weights = _dense_attention(q, k, v, bias, _heads.dropout_p(self))
         out = self._restore_layout(self.out_proj(_heads.merge_heads(out)), batched)
         return out, self._format_weights(weights, need_weights, average_attn_weights, batched)
+
+    # ---- nested inputs -----------------------------------------------------------------------
+
+    def _nested_call(self, query, key, value, key_padding_mask, attn_mask) -> bool:
+        """Whether the inputs are nested; raise unless they are as PyTorch accepts them (see the class doc)."""
+        hint = "pad the batch (torch.nested.to_padded_tensor) and pass key_padding_mask instead"
+        if not (isinstance(query, Tensor) and query.is_nested):
+            for name, t in (("key", key), ("value", value)):
+                if isinstance(t, Tensor) and t.is_nested:
+                    _heads.fail(_LAYER, name, "a regular tensor like query", _heads.describe(t), hint, TypeError)
+            return False
+        for name, t in (("key", key), ("value", value)):
+            if t is not query:
+                _heads.fail(_LAYER, name, "the nested query itself (nested inputs mean self-attention, as in "
+                            "PyTorch)", _heads.describe(t), hint, TypeError)
+        if not self.batch_first:
+            _heads.fail(_LAYER, "query", "a regular tensor when batch_first=False", _heads.describe(query),
+                        "nested tensors are batch-major: build the layer with batch_first=True", TypeError)
+        for name, mask in (("key_padding_mask", key_padding_mask), ("attn_mask", attn_mask)):
+            if mask is not None:
+                _heads.fail(_LAYER, name, "None with nested inputs (their lengths are the padding)",
+                            _heads.describe(mask), hint)
+        return True
+
+    def _forward_nested(self, x: Tensor, need_weights: bool, average_attn_weights: bool,
+                        is_causal: bool) -> Tuple[Tensor, Optional[Tensor]]:
+        """Self-attention over nested ``x``: padded, run with the padding as key_padding_mask, nested again.
+
+        Padding sits at the end of each sequence, so causal masking is per sequence. Weights of
+        padded query rows are zeroed, as PyTorch's nested path returns them.
+        """
+        lengths = _nested_lengths(x, self.embed_dim)
+        padded = torch.nested.to_padded_tensor(x, 0.0)
+        positions = torch.arange(padded.shape[1], device=padded.device)
+        padding = positions >= torch.tensor(lengths, device=padded.device)[:, None]
+        out, weights = self.forward(padded, padded, padded, key_padding_mask=padding, need_weights=need_weights,
+                                    average_attn_weights=average_attn_weights, is_causal=is_causal)
+        out = torch.nested.as_nested_tensor([row[:n] for row, n in zip(out, lengths)], layout=x.layout)
+        if weights is not None:
+            padded_rows = padding[:, :, None] if average_attn_weights else padding[:, None, :, None]
+            weights = weights.masked_fill(padded_rows, 0.0)
+        return out, weights
 
     # ---- input checks and layout -------------------------------------------------------------
 
@@ -246,9 +361,12 @@ class MultiheadAttention(nn.Module):
         if mask is None:
             return
         _check_mask_type("attn_mask", mask)
-        if tuple(mask.shape) not in ((L, S), (B * self.num_heads, L, S)):
+        shape = tuple(mask.shape)
+        # Two comparisons, not `shape in (...)`: under torch.compile with a dynamic length dynamo
+        # evaluates that membership test as False for a static-shaped mask.
+        if shape != (L, S) and shape != (B * self.num_heads, L, S):
             _heads.fail(_LAYER, "attn_mask", f"of shape (L, S) = {(L, S)} or (B * num_heads, L, S) = "
-                        f"{(B * self.num_heads, L, S)}", tuple(mask.shape),
+                        f"{(B * self.num_heads, L, S)}", shape,
                         "L is the query length and S the key length; per-head masks stack batch-major")
 
     # ---- projection and paths ----------------------------------------------------------------
@@ -279,24 +397,37 @@ class MultiheadAttention(nn.Module):
         return torch.cat([k, *extra_k], dim=2), torch.cat([v, *extra_v], dim=2), len(extra_k)
 
     @staticmethod
-    def _fused_path_applies(need_weights: bool, key_padding_mask: Optional[Tensor], attn_mask: Optional[Tensor],
-                            causal: bool, n_extra: int, L: int, S: int) -> bool:
-        if need_weights or (key_padding_mask is not None and key_padding_mask.dtype != torch.bool):
+    def _fused_path_applies(need_weights: bool, attn_mask: Optional[Tensor], causal: Optional[str], n_extra: int,
+                            L: int, S: int) -> bool:
+        if need_weights:
             return False
-        if causal:
+        if causal is not None:
             return n_extra == 0 and L <= S
         return attn_mask is None
 
+    def _fused_attention(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Optional[Tensor],
+                         causal: Optional[str], n_extra: int) -> Tensor:
+        """One ``masked_sdpa`` call; ``causal`` is None or the alignment of the causal mask."""
+        key_padding_mask, key_bias = _operator_key_masks(key_padding_mask, n_extra)
+        if causal == "top_left":
+            # Query i sees keys j <= i < L, so keys from L on are unseen; on the first L keys the
+            # top-left mask is the operator's bottom-right one.
+            L = q.shape[2]
+            k, v = k[:, :, :L], v[:, :, :L]
+            key_padding_mask, key_bias = (None if m is None else m[:, :L] for m in (key_padding_mask, key_bias))
+        return masked_sdpa(q, k, v, key_padding_mask=key_padding_mask, key_bias=key_bias, causal=causal is not None,
+                           dropout_p=_heads.dropout_p(self), backend=self.backend)
+
     @staticmethod
-    def _dense_bias(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], causal: bool, q: Tensor,
+    def _dense_bias(attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], causal: Optional[str], q: Tensor,
                     S: int, n_extra: int) -> Optional[Tensor]:
         """Additive scores broadcastable to ``(B, H, L, S + n_extra)`` for q ``(B, H, L, D)``.
 
         The ``n_extra`` appended keys (``bias_k``, zero key) are never masked, as in PyTorch.
         """
         B, H, L, _ = q.shape
-        if attn_mask is None and causal:
-            attn_mask = _causal_mask(L, S, q.device)
+        if attn_mask is None and causal is not None:
+            attn_mask = _causal_mask(L, S, causal, q.device)
         bias = None
         if attn_mask is not None:
             bias = _additive(attn_mask, q.dtype)

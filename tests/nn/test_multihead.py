@@ -16,8 +16,8 @@ CONFIGS = [
     ("cross", {"batch_first": True}, False),
     ("cross_kdim_vdim", {"kdim": 5, "vdim": 3}, False),
 ]
-MASKS = ["none", "kpm_bool", "kpm_float", "causal_bool", "causal_float", "is_causal", "causal_kpm", "attn_bool",
-         "attn_float", "attn_3d"]
+MASKS = ["none", "kpm_bool", "kpm_float", "kpm_float_inf", "causal_bool", "causal_float", "causal_top_left",
+         "is_causal", "causal_kpm", "attn_bool", "attn_float", "attn_3d"]
 WEIGHTS = [(False, True), (True, True), (True, False)]  # (need_weights, average_attn_weights)
 
 
@@ -43,6 +43,15 @@ def bottom_right_causal(Tq, Tk):
     return torch.ones(Tq, Tk, dtype=torch.bool).triu(Tk - Tq + 1)
 
 
+def top_left_causal(Tq, Tk):
+    """PyTorch's causal mask (that of SDPA's is_causal): query i sees keys j <= i."""
+    return torch.ones(Tq, Tk, dtype=torch.bool).triu(1)
+
+
+def float_of(mask):
+    return torch.zeros(mask.shape).masked_fill(mask, float("-inf"))
+
+
 def padding_mask(Tk):
     """(B, Tk) bool, True = padding; key 0 always kept so no row is empty."""
     lengths = torch.tensor([Tk, 1, max(Tk - 2, 1)])
@@ -54,14 +63,15 @@ def mask_kwargs(case, Tq, Tk):
     random_bool = torch.rand(Tq, Tk) < 0.4
     random_bool[:, 0] = False
     causal = bottom_right_causal(Tq, Tk)
-    float_of = lambda m: torch.zeros(m.shape).masked_fill(m, float("-inf"))  # noqa: E731
     return {
         "none": {},
         "kpm_bool": {"key_padding_mask": padding_mask(Tk)},
         "kpm_float": {"key_padding_mask": torch.randn(B, Tk)},
+        "kpm_float_inf": {"key_padding_mask": torch.randn(B, Tk).masked_fill(padding_mask(Tk), float("-inf"))},
         "causal_bool": {"attn_mask": causal},
         "causal_float": {"attn_mask": float_of(causal)},
-        "is_causal": {"attn_mask": causal, "is_causal": True},
+        "causal_top_left": {"attn_mask": top_left_causal(Tq, Tk)},
+        "is_causal": {"attn_mask": top_left_causal(Tq, Tk), "is_causal": True},
         "causal_kpm": {"attn_mask": causal, "key_padding_mask": padding_mask(Tk)},
         "attn_bool": {"attn_mask": random_bool},
         "attn_float": {"attn_mask": torch.randn(Tq, Tk)},
@@ -73,8 +83,6 @@ def mask_kwargs(case, Tq, Tk):
 @pytest.mark.parametrize("mask_case", MASKS)
 @pytest.mark.parametrize("name,kwargs,self_attention", CONFIGS, ids=[c[0] for c in CONFIGS])
 def test_matches_torch(name, kwargs, self_attention, mask_case, need_weights, average):
-    if mask_case == "is_causal" and not self_attention:
-        pytest.skip("is_causal is a hint for square masks only (PyTorch aligns it top-left otherwise)")
     if mask_case == "is_causal" and "add_bias_kv" in kwargs and not need_weights:
         pytest.skip("PyTorch drops attn_mask here and hides bias_k/zero keys (its need_weights=True path shows "
                     "them); we follow attn_mask on both paths")
@@ -150,28 +158,169 @@ def test_fully_padded_row_gives_zeros_where_torch_gives_nan():
         x.grad = None
 
 
-def test_fused_path_used_when_expressible(monkeypatch):
+def spy_fused(monkeypatch):
+    """The (args, kwargs) of every ``masked_sdpa`` call the layer makes from now on."""
     calls = []
     real = multihead.masked_sdpa
-    monkeypatch.setattr(multihead, "masked_sdpa", lambda *a, **kw: calls.append(kw) or real(*a, **kw))
+    monkeypatch.setattr(multihead, "masked_sdpa", lambda *a, **kw: calls.append((a, kw)) or real(*a, **kw))
+    return calls
+
+
+def test_fused_path_used_when_expressible(monkeypatch):
+    calls = spy_fused(monkeypatch)
     ours = tnn.MultiheadAttention(E, H, batch_first=True, dropout=0.25)
     x = torch.randn(B, L, E)
     ours(x, x, x, key_padding_mask=padding_mask(L), attn_mask=bottom_right_causal(L, L), need_weights=False)
-    assert calls[-1]["causal"] is True and calls[-1]["dropout_p"] == 0.25
+    assert calls[-1][1]["causal"] is True and calls[-1][1]["dropout_p"] == 0.25
     ours.eval()
     ours(x, x, x, attn_mask=torch.randn(L, L), need_weights=False)
     ours(x, x, x, need_weights=True)
     assert len(calls) == 1
     ours(x, x, x, is_causal=True, need_weights=False)
-    assert calls[-1]["causal"] is True and calls[-1]["dropout_p"] == 0.0
+    assert calls[-1][1]["causal"] is True and calls[-1][1]["dropout_p"] == 0.0
+
+
+def test_float_key_padding_mask_is_fused_as_mask_and_bias(monkeypatch):
+    """-inf entries become the operator's key_padding_mask, the finite rest its key_bias."""
+    calls = spy_fused(monkeypatch)
+    ours = tnn.MultiheadAttention(E, H, batch_first=True)
+    x = torch.randn(B, L, E)
+    padding, bias = padding_mask(L), torch.randn(B, L)
+    ours(x, x, x, key_padding_mask=bias.masked_fill(padding, float("-inf")), need_weights=False)
+    kwargs = calls[-1][1]
+    assert torch.equal(kwargs["key_padding_mask"], padding)
+    assert torch.equal(kwargs["key_bias"], bias.masked_fill(padding, 0.0))
+
+
+@pytest.mark.parametrize("alignment,keys_passed", [("top_left", L), ("bottom_right", S)])
+def test_causal_cross_attention_is_fused_for_both_alignments(monkeypatch, alignment, keys_passed):
+    """Top-left causality never reaches past key L - 1: the operator gets the first L keys only."""
+    calls = spy_fused(monkeypatch)
+    ours = tnn.MultiheadAttention(E, H, batch_first=True, causal_alignment=alignment)
+    query, memory = torch.randn(B, L, E), torch.randn(B, S, E)
+    ours(query, memory, memory, key_padding_mask=padding_mask(S), is_causal=True, need_weights=False)
+    (_, k, v), kwargs = calls[-1]
+    assert k.shape[2] == v.shape[2] == kwargs["key_padding_mask"].shape[1] == keys_passed
+    assert kwargs["causal"] is True
 
 
 def test_is_causal_without_mask_applies_causal_mask():
+    """Documented difference: PyTorch raises (outside its native fast path); we apply the causal mask."""
     ref, ours = make_pair(batch_first=True)
     x = torch.randn(B, L, E)
+    with pytest.raises(RuntimeError, match="Need attn_mask"):
+        ref(x, x, x, is_causal=True)
     expected = ref(x, x, x, attn_mask=bottom_right_causal(L, L), need_weights=False)[0]
     torch.testing.assert_close(ours(x, x, x, is_causal=True, need_weights=False)[0], expected, atol=1e-6, rtol=0)
     torch.testing.assert_close(ours(x, x, x, is_causal=True)[0], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("need_weights,with_padding", [(False, False), (False, True), (True, False)],
+                         ids=["fused", "fused_padding", "weights"])
+@pytest.mark.parametrize("Tq,Tk", [(3, 6), (6, 3)], ids=["fewer_queries", "more_queries"])
+def test_is_causal_follows_torch_top_left_mask(Tq, Tk, need_weights, with_padding):
+    """Issue 9: with Tq != Tk, PyTorch's is_causal is its top-left mask (query i sees keys j <= i)."""
+    ref, ours = make_pair(batch_first=True)
+    query, memory = torch.randn(B, Tq, E), torch.randn(B, Tk, E)
+    masks = {"key_padding_mask": padding_mask(Tk)} if with_padding else {}
+    kwargs = {"need_weights": need_weights, "is_causal": True, **masks}
+    expected = ref(query, memory, memory, attn_mask=top_left_causal(Tq, Tk), **kwargs)[0]
+    got = ours(query, memory, memory, attn_mask=top_left_causal(Tq, Tk), **kwargs)[0]
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours(query, memory, memory, **kwargs)[0], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_bottom_right_alignment_on_request(need_weights):
+    """causal_alignment="bottom_right": L new queries against S cached keys are the last L rows of causal attention."""
+    ref, _ = make_pair(batch_first=True)
+    ours = tnn.MultiheadAttention(E, H, batch_first=True, causal_alignment="bottom_right")
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(B, S, E)
+    query = x[:, -2:]
+    expected = ref(query, x, x, attn_mask=bottom_right_causal(2, S), need_weights=need_weights)[0]
+    for masks in ({}, {"attn_mask": bottom_right_causal(2, S)}):
+        got = ours(query, x, x, is_causal=True, need_weights=need_weights, **masks)[0]
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    full = ours(x, x, x, is_causal=True, need_weights=need_weights)[0]
+    torch.testing.assert_close(full[:, -2:], expected, atol=1e-6, rtol=0)
+
+
+NESTED_LENGTHS = (L, 1, L - 2)  # those of padding_mask(L)
+strided_nested_is_prototype = pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors:UserWarning")
+
+
+def nested_batch(layout, width=E):
+    return torch.nested.nested_tensor([torch.randn(n, width) for n in NESTED_LENGTHS], layout=layout)
+
+
+@strided_nested_is_prototype
+@pytest.mark.parametrize("need_weights,average", WEIGHTS, ids=["no_weights", "avg_weights", "head_weights"])
+def test_nested_input_matches_torch_fast_path(need_weights, average):
+    """Issue 10: PyTorch takes nested self-attention on its native path (strided layout, eval, no autograd)."""
+    ref, ours = make_pair(batch_first=True)
+    ref.eval()
+    ours.eval()
+    x = nested_batch(torch.strided)
+    with torch.no_grad():
+        expected, expected_w = ref(x, x, x, need_weights=need_weights, average_attn_weights=average)
+        got, got_w = ours(x, x, x, need_weights=need_weights, average_attn_weights=average)
+    assert got.is_nested and got.layout == torch.strided
+    for got_row, expected_row in zip(got.unbind(), expected.unbind()):
+        torch.testing.assert_close(got_row, expected_row, atol=1e-6, rtol=0)
+    if need_weights:
+        torch.testing.assert_close(got_w, expected_w, atol=1e-6, rtol=0)
+
+
+@strided_nested_is_prototype
+@pytest.mark.parametrize("is_causal", [False, True])
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged], ids=["strided", "jagged"])
+def test_nested_input_trains_like_padded_batch(layout, is_causal):
+    """Both layouts in training: the padded batch with its key_padding_mask, gradients included."""
+    ref, ours = make_pair(batch_first=True)
+    rows = [torch.randn(n, E, requires_grad=True) for n in NESTED_LENGTHS]
+    padded = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    causal = {"attn_mask": top_left_causal(L, L), "is_causal": True} if is_causal else {}
+    expected = ref(padded, padded, padded, key_padding_mask=padding_mask(L), need_weights=False, **causal)[0]
+    sum(expected[b, :n].square().sum() for b, n in enumerate(NESTED_LENGTHS)).backward()
+    expected_grads = [r.grad.clone() for r in rows] + [p.grad for p in ref.parameters()]
+    for r in rows:
+        r.grad = None
+    x = torch.nested.as_nested_tensor(rows, layout=layout)
+    got = ours(x, x, x, need_weights=False, is_causal=is_causal)[0]
+    assert got.is_nested and got.layout == layout
+    for b, got_row in enumerate(got.unbind()):
+        torch.testing.assert_close(got_row, expected[b, :NESTED_LENGTHS[b]], atol=1e-6, rtol=0)
+    sum(row.square().sum() for row in got.unbind()).backward()
+    for got_grad, want in zip([r.grad for r in rows] + [p.grad for p in ours.parameters()], expected_grads):
+        torch.testing.assert_close(got_grad, want, atol=1e-5, rtol=1e-5)
+
+
+NESTED_ERRORS = [  # (id, call(layer, seq_first_layer, nested x), exception, words in the message)
+    ("cross_attention", lambda m, _, x: m(x, nested_batch(torch.strided), nested_batch(torch.strided)), TypeError,
+     ["`key`", "the nested query itself", "nested tensor (torch.strided) of 3 sequences"]),
+    ("dense_query", lambda m, _, x: m(torch.randn(B, L, E), x, x), TypeError, ["`key`", "a regular tensor"]),
+    ("key_padding_mask", lambda m, _, x: m(x, x, x, key_padding_mask=padding_mask(L)), ValueError,
+     ["`key_padding_mask`", "None with nested inputs", "(3, 4)"]),
+    ("attn_mask", lambda m, _, x: m(x, x, x, attn_mask=top_left_causal(L, L)), ValueError,
+     ["`attn_mask`", "None with nested inputs"]),
+    ("seq_first", lambda _, m, x: m(x, x, x), TypeError, ["`query`", "batch_first=False", "batch_first=True"]),
+    ("width", lambda m, _, x: m(*[nested_batch(torch.jagged, width=5)] * 3), ValueError,
+     ["`query`", "(length, 8) sequences", "(4, 5)"]),
+]
+
+
+@strided_nested_is_prototype
+@pytest.mark.parametrize("call,exc,words", [c[1:] for c in NESTED_ERRORS], ids=[c[0] for c in NESTED_ERRORS])
+def test_nested_input_errors(call, exc, words):
+    """Unsupported nested calls fail up front naming the argument, not deep inside a matmul."""
+    layer, seq_first = tnn.MultiheadAttention(E, H, batch_first=True), tnn.MultiheadAttention(E, H)
+    with pytest.raises(exc) as info:
+        call(layer, seq_first, nested_batch(torch.strided))
+    message = str(info.value)
+    assert "hint:" in message
+    for word in words:
+        assert word in message
 
 
 def test_dropout_in_training_only():
@@ -226,6 +375,18 @@ def test_compile_fullgraph_auto_backend():
     torch.testing.assert_close(got, ours(x, x, x, is_causal=True, need_weights=False)[0], atol=1e-6, rtol=0)
 
 
+def test_compile_fullgraph_attn_mask_after_length_change():
+    """A second length makes torch.compile recompile with a symbolic length; a fixed-shape mask must still pass."""
+    torch._dynamo.reset()  # so the length becomes symbolic here, whatever compiled before
+    ours = tnn.MultiheadAttention(E, H, batch_first=True)
+    compiled = torch.compile(ours, fullgraph=True, backend="eager")  # the checks run while dynamo traces
+    for length in (L, S):
+        x = torch.randn(B, length, E)
+        compiled(x, x, x, need_weights=False)
+    masks = {"attn_mask": float_of(top_left_causal(S, S)), "is_causal": True, "need_weights": False}
+    torch.testing.assert_close(compiled(x, x, x, **masks)[0], ours(x, x, x, **masks)[0], atol=1e-6, rtol=0)
+
+
 def test_drop_in_inside_transformer_encoder_layer():
     layer = torch.nn.TransformerEncoderLayer(E, H, dim_feedforward=16, dropout=0.0, batch_first=True)
     x, mask = torch.randn(B, L, E), bottom_right_causal(L, L)
@@ -246,12 +407,15 @@ def test_to_dtype_and_reset_parameters():
     assert not torch.equal(before, ours.in_proj_weight)
     assert torch.equal(ours.in_proj_bias, torch.zeros(3 * E, dtype=torch.float64))
     assert "add_bias_kv=True" in repr(ours) and "backend='auto'" in repr(ours)
+    assert "causal_alignment='top_left'" in repr(ours)
 
 
 @pytest.mark.parametrize("build,forward,exc,words", [
     (dict(embed_dim=8, num_heads=3), None, ValueError, ["num_heads", "divisor of embed_dim = 8", "got 3"]),
     (dict(embed_dim=0, num_heads=1), None, ValueError, ["embed_dim", "positive"]),
     (dict(embed_dim=8, num_heads=2, dropout=1.0), None, ValueError, ["dropout", "[0, 1)"]),
+    (dict(embed_dim=8, num_heads=2, causal_alignment="left"), None, ValueError,
+     ["causal_alignment", "('top_left', 'bottom_right')", "'left'"]),
     (dict(embed_dim=8, num_heads=2), dict(query=torch.randn(L, B, 6)), ValueError,
      ["query", "8 features", "(4, 3, 6)"]),
     (dict(embed_dim=8, num_heads=2), dict(key_padding_mask=torch.zeros(B, L + 1, dtype=torch.bool)), ValueError,
