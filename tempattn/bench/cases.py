@@ -36,7 +36,11 @@ DENSE_ELEMENTS_PER_SCORE = {"fwd": 4.0, "fwd+bwd": 8.0}
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """A benchmark size: the T grid and how long each case is measured."""
+    """A benchmark size: the T grid and how long each case is measured.
+
+    ``latency_*``: the per-call latency pairs (:mod:`tempattn.bench.latency`) are timed alternately
+    for rounds filling ``latency_seconds`` (both sides together), within [min, max] rounds.
+    """
     name: str
     T_grid: Tuple[int, ...]
     B: int = 2
@@ -47,14 +51,19 @@ class Profile:
     max_rounds: int = 15
     reference_max_T: int = 1024
     matmul_n: int = 2048
+    latency_seconds: float = 2.0
+    latency_min_rounds: int = 50
+    latency_max_rounds: int = 4000
 
 
 PROFILES = {
     "tiny": Profile("tiny", (128,), H=2, D=16, seconds_per_case=0.0, min_rounds=1, max_rounds=1,
-                    reference_max_T=128, matmul_n=256),
+                    reference_max_T=128, matmul_n=256, latency_seconds=0.0, latency_min_rounds=2,
+                    latency_max_rounds=2),
     "quick": Profile("quick", (1024, 2048, HEADLINE_T)),
     "full": Profile("full", (1024, 2048, HEADLINE_T, 8192, 16384), seconds_per_case=5.0, min_rounds=5,
-                    max_rounds=30, reference_max_T=2048),
+                    max_rounds=30, reference_max_T=2048, latency_seconds=5.0, latency_min_rounds=200,
+                    latency_max_rounds=10000),
 }
 
 

@@ -1,12 +1,13 @@
-"""``REPORT.md``: machine and ceiling, target verdicts, per-op tables, ratios, growth fits, plots."""
+"""``REPORT.md``: machine and ceiling, target verdicts, per-call latency, per-op tables, ratios, growth fits, plots."""
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 from . import plots
 from .cases import ANCHORS, FLOOR, HEADLINE_T, MODES
 from .growth import fit_exponent
-from .results import Results, Row, VariantKey, variant_label
-from .targets import evaluate
+from .latency import SCENARIO_TITLES
+from .results import Results, Row, VariantKey, note_rounds, variant_label
+from .targets import MET, MISSED, NOT_MEASURED, TARGETS, LatencyTarget, evaluate, fused_providers
 
 METRICS = (("time", "median time, ms [p20–p80]"), ("gflops", "GFLOP/s on admissible pairs (median)"),
            ("memory", "peak extra memory, MiB"))
@@ -76,6 +77,43 @@ def _variant_section(results: Results, device: str, variant: VariantKey, out_dir
     return lines + [""]
 
 
+def _latency_cell(row: Optional[Row]) -> str:
+    if row is None:
+        return "—"
+    if not row.measured:
+        return "unsupported"
+    return f"{row.value_p50:.1f} [{row.value_p20:.1f}–{row.value_p80:.1f}]"
+
+
+def latency_section(results: Results) -> List[str]:
+    """One table row per latency pair and fused backend: both medians, the ratio and the verdict."""
+    if not results.latency_rows:
+        return []
+    targets = [t for t in TARGETS if isinstance(t, LatencyTarget)]
+    body = []
+    for device in results.devices():
+        for provider in fused_providers(device):
+            for target in targets:
+                pair = target.pair
+                fused, anchor = target.rows(results, device, provider)
+                if fused is None and anchor is None:
+                    continue
+                status, _ = target.evaluate(results, device, provider)
+                measured = status in (MET, MISSED)
+                ratio = f"{fused.value_p50 / anchor.value_p50:.2f}×" if measured else "n/a"
+                rounds = str(note_rounds(fused.note)) if measured else "—"
+                body.append([device, SCENARIO_TITLES[pair.scenario], pair.shape.label(), pair.op_label(), pair.mode,
+                             provider, _latency_cell(fused), pair.anchor, _latency_cell(anchor), rounds, ratio,
+                             f"≤ {pair.max_ratio:g}×", f"**{status}**" if status != NOT_MEASURED else status])
+    header = ["device", "scenario", "shape", "op", "mode", "tempattn", "µs per call [p20–p80]", "anchor",
+              "µs per call [p20–p80]", "rounds", "ratio", "needs", "verdict"]
+    intro = ("tempattn and its anchor timed alternately on the same inputs, one call each per round; medians over "
+             "the rounds. Modes: `fwd` under `torch.no_grad()`; `fwd+grad` forward only with grad on (q, k, v and "
+             "the parameters require grad); `fwd+bwd` forward + `torch.autograd.grad`. Anchors: `sdpa` plain SDPA, "
+             "`sdpa_causal` SDPA is_causal=True, `sdpa_dense` SDPA with the op's mask or bias as a dense tensor.")
+    return ["## Per-call latency (host overhead)", "", intro, ""] + _table(header, body) + [""]
+
+
 def _machine_section(results: Results, machine: Dict) -> List[str]:
     backends = machine.get("backends", {})
     status = "; ".join(f"{name}: {'available' if b['available'] else 'unavailable (' + str(b['reason']) + ')'}"
@@ -112,7 +150,10 @@ def render(results: Results, machine: Dict, profile: str, out_dir: Path) -> str:
              "How to read this report: [benchmarks/README.md](../README.md).", ""]
     lines += _machine_section(results, machine)
     lines += ["## Targets", ""] + [v.line() for v in evaluate(results)] + [""]
+    lines += latency_section(results)
     for device in results.devices():
+        if not results.variants(device):  # a run of the latency pairs only
+            continue
         path = plots.speedup_chart(results, device, out_dir / "plots")
         chart = path.relative_to(out_dir).as_posix()
         lines += [f"## Results on {device}", "", f"![speed-ups at T={HEADLINE_T}]({chart})", ""]

@@ -2,14 +2,17 @@
 
 Ratios compare a fused tempattn backend with an anchor at the headline shape
 (T=4096), both measured in the same process; exponents are fitted over the T grid.
-Each target yields a :class:`Verdict` per fused backend: met, missed or not measured.
+Per-call latency ratios compare the medians of a pair timed alternately
+(:mod:`tempattn.bench.latency`). Each target yields a :class:`Verdict` per fused
+backend: met, missed or not measured.
 """
 import dataclasses
 from typing import List, Optional, Tuple
 
 from .cases import FLOOR, FUSED_BACKENDS, HEADLINE_T, MODES
 from .growth import fit_exponent
-from .results import Results, VariantKey, variant_label
+from .latency import PAIRS, Pair
+from .results import Results, Row, VariantKey, note_rounds, variant_label
 
 MET, MISSED, NOT_MEASURED = "met", "missed", "not measured"
 RELPOS: VariantKey = ("relpos_attention", 64, None)
@@ -91,6 +94,32 @@ class ExponentTarget:
         return (MET if fit.exponent <= self.max_exponent else MISSED), figure
 
 
+@dataclasses.dataclass(frozen=True)
+class LatencyTarget:
+    """Median per-call latency of tempattn / that of its anchor, timed alternately in one run, <= max_ratio."""
+    pair: Pair
+
+    @property
+    def description(self) -> str:
+        return self.pair.description
+
+    def rows(self, results: Results, device: str, provider: str) -> Tuple[Optional[Row], Optional[Row]]:
+        """tempattn's row and the anchor's row timed alternately with it (None where absent)."""
+        fused = results.latency(device, self.pair.key, provider)
+        anchor = results.latency(device, self.pair.key, self.pair.anchor, partner=provider)
+        return fused, anchor
+
+    def evaluate(self, results: Results, device: str, provider: str) -> Tuple[str, str]:
+        fused, anchor = self.rows(results, device, provider)
+        for name, row in ((provider, fused), (self.pair.anchor, anchor)):
+            if row is None or not row.measured:
+                return NOT_MEASURED, f"{name}: {row.note if row is not None else 'no latency result in this run'}"
+        ratio = fused.value_p50 / anchor.value_p50
+        figure = (f"median {fused.value_p50:.1f} µs vs {anchor.value_p50:.1f} µs for {self.pair.anchor}, timed "
+                  f"alternately over {note_rounds(fused.note)} rounds: {ratio:.3f}×, needs ≤ {self.pair.max_ratio:g}×")
+        return (MET if ratio <= self.pair.max_ratio else MISSED), figure
+
+
 def _targets() -> list:
     label = variant_label
     ratio_targets = [
@@ -106,7 +135,8 @@ def _targets() -> list:
               for v in (MASKED, RELPOS, DECAY, DECAY_WINDOWED) for mode in MODES]
     time = [ExponentTarget(v, mode, "time", 1.1, f"{label(v)} {mode} time exponent ≤ 1.1")
             for v in (RELPOS, DECAY_WINDOWED) for mode in MODES]
-    return ratio_targets + ceiling + memory + time
+    latency = [LatencyTarget(pair) for pair in PAIRS]
+    return ratio_targets + ceiling + memory + time + latency
 
 
 TARGETS = _targets()
