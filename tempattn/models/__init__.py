@@ -1,4 +1,4 @@
-"""Model families built from :mod:`tempattn.nn` layers (DESIGN.md §5).
+"""Model families built from :mod:`tempattn.nn` layers (docs/models.md).
 
 ``create_model(name, **kw)`` builds one by name; ``model_names()`` lists the names. Each family
 lives in its own subpackage with the same files: ``model.py`` (the modules), ``data.py`` (a

@@ -104,7 +104,7 @@ def packed_projection(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tupl
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
     """``(B, T, H*D) -> (B, H, T, D)``, a view whose last dim keeps stride 1."""
-    return x.unflatten(-1, (num_heads, -1)).transpose(1, 2)
+    return x.view(*x.shape[:-1], num_heads, x.shape[-1] // num_heads).transpose(1, 2)  # unflatten, minus its wrapper
 
 
 def merge_heads(x: Tensor) -> Tensor:

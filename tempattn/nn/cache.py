@@ -34,7 +34,9 @@ def _keep_last(t: Optional[Tensor], dim: int, n: int) -> Optional[Tensor]:
 class KVCache(NamedTuple):
     """Projected keys and values of past steps, passed to and returned by a causal layer's ``forward``.
 
-    Fields (``Tc`` cached steps):
+    Fields, for ``Tc`` cached steps:
+
+    Attributes:
         k: ``(B, H, Tc, D)`` keys after projection.
         v: ``(B, H, Tc, D)`` values after projection.
         key_padding_mask: ``(B, Tc)`` bool, True = padding; None when no step was padded.

@@ -3,6 +3,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import _heads
@@ -50,13 +51,12 @@ class TemporalContext(nn.Module):
         """
         layer = type(self).__name__
         _heads.check_features(layer, "x", x, (3,), self.dim, "(B, T, dim)")
-        history = self.empty_cache(x.shape[0]) if cache is None else cache
+        if cache is None:  # zeros before the start: one pad of the (B, C, T) view, no zeros tensor
+            return x + self.conv(F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))).transpose(1, 2)
         expected = (x.shape[0], self.kernel_size - 1, self.dim)
-        if not isinstance(history, Tensor) or tuple(history.shape) != expected:
-            _heads.fail(layer, "cache", f"a tensor of shape (B, K - 1, C) = {expected}", _heads.describe(history),
+        if not isinstance(cache, Tensor) or tuple(cache.shape) != expected:
+            _heads.fail(layer, "cache", f"a tensor of shape (B, K - 1, C) = {expected}", _heads.describe(cache),
                         "start from `layer.empty_cache(batch_size)` and pass back the returned cache")
-        padded = torch.cat([history.to(x.dtype), x], dim=1)
+        padded = torch.cat([cache.to(x.dtype), x], dim=1)
         y = x + self.conv(padded.transpose(1, 2)).transpose(1, 2)
-        if cache is None:
-            return y
         return y, padded[:, padded.shape[1] - (self.kernel_size - 1):]

@@ -22,6 +22,11 @@ class _CausalSelfAttention(nn.Module):
     """Owns the packed q/k/v projection ``in_proj (E -> 3E)`` and ``out_proj (E -> E)``.
 
     Subclasses add their score parameters and make one functional call in ``forward``.
+
+    ``check_inputs`` (attribute, default True): check ``forward``'s arguments (shapes, dtypes,
+    the cache, and, by the operators' policy, category values). A model that checks its own
+    inputs once per call and builds every argument of the layer from them sets it to False, so
+    the same tensors are not checked again in each nested layer. The operator's own checks stay.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float, bias: bool, backend: str,
@@ -35,6 +40,7 @@ class _CausalSelfAttention(nn.Module):
         self.backend = _heads.check_backend(layer, backend)
         self.in_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias, **factory)
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
+        self.check_inputs = True
 
     def reset_parameters(self) -> None:
         """Xavier-uniform projections and zero biases, as ``torch.nn.MultiheadAttention``."""
@@ -55,9 +61,10 @@ class _CausalSelfAttention(nn.Module):
 
     def _project(self, x: Tensor, key_padding_mask: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Checked ``x (B, T, E)`` to heads q, k, v ``(B, H, T, D)``."""
-        layer = type(self).__name__
-        _heads.check_features(layer, "x", x, (3,), self.embed_dim, "(B, T, embed_dim)")
-        _heads.check_key_padding_mask(layer, key_padding_mask, x.shape[0], x.shape[1])
+        if self.check_inputs:
+            layer = type(self).__name__
+            _heads.check_features(layer, "x", x, (3,), self.embed_dim, "(B, T, embed_dim)")
+            _heads.check_key_padding_mask(layer, key_padding_mask, x.shape[0], x.shape[1])
         q, k, v = _heads.packed_projection(x, self.in_proj.weight, self.in_proj.bias)
         return (_heads.split_heads(q, self.num_heads), _heads.split_heads(k, self.num_heads),
                 _heads.split_heads(v, self.num_heads))
@@ -66,6 +73,8 @@ class _CausalSelfAttention(nn.Module):
         """The keys this call attends to: the cached ones (if any) followed by the new ``step``."""
         if cache is None:
             return step
+        if not self.check_inputs:
+            return cache.append(step)
         if not isinstance(cache, KVCache):
             _heads.fail(type(self).__name__, "cache", "a KVCache", _heads.describe(cache),
                         "start from `layer.empty_cache(batch_size)` and pass back the returned cache", TypeError)
@@ -187,12 +196,21 @@ class RelativeTemporalAttention(_CausalSelfAttention):
 
     def _category_key_bias(self, categories: Optional[Tensor], x: Tensor) -> Optional[Tensor]:
         """``(B, H, T)`` soft-clamped bias of each step's category, or None without categories."""
-        layer = type(self).__name__
         if self.category_bias is None:
             if categories is not None:
-                _heads.fail(layer, "categories", "None for a layer built without n_categories",
+                _heads.fail(type(self).__name__, "categories", "None for a layer built without n_categories",
                             _heads.describe(categories), "build the layer with n_categories=K to use them")
             return None
+        if self.check_inputs:
+            self._check_categories(categories, x)
+        # the soft clamp on the (n_categories, H) table, then one gather into a contiguous (B, H, T)
+        limit = self.category_bias_limit
+        table = (limit * torch.tanh(self.category_bias.weight / limit)).t()  # (H, n_categories)
+        B, T = categories.shape
+        return table.unsqueeze(0).expand(B, -1, -1).gather(2, categories.unsqueeze(1).expand(-1, self.num_heads, T))
+
+    def _check_categories(self, categories, x: Tensor) -> None:
+        layer = type(self).__name__
         expected = tuple(x.shape[:2])
         if not isinstance(categories, Tensor) or categories.dtype != torch.long:
             _heads.fail(layer, "categories", f"a long tensor of shape (B, T) = {expected}", _heads.describe(categories),
@@ -200,12 +218,14 @@ class RelativeTemporalAttention(_CausalSelfAttention):
         if tuple(categories.shape) != expected:
             _heads.fail(layer, "categories", f"of shape (B, T) = {expected}", tuple(categories.shape),
                         "one category per batch row and time step of x")
-        if value_checks_enabled(categories) and bool(((categories < 0) | (categories >= self.n_categories)).any()):
+        if not value_checks_enabled(categories) or categories.numel() == 0:
+            return
+        low, high = torch.aminmax(categories)
+        low, high = int(low), int(high)
+        if low < 0 or high >= self.n_categories:
             _heads.fail(layer, "categories", f"in [0, n_categories) = [0, {self.n_categories})",
-                        f"values in [{int(categories.min())}, {int(categories.max())}]",
+                        f"values in [{low}, {high}]",
                         "map padding steps to a valid category and mask them with key_padding_mask")
-        limit = self.category_bias_limit
-        return (limit * torch.tanh(self.category_bias(categories) / limit)).transpose(1, 2)
 
 
 class DecayStats(NamedTuple):
@@ -299,7 +319,8 @@ class MultiScaleDecayAttention(_CausalSelfAttention):
             ``window`` steps (all steps when ``window`` is None).
         """
         q, k, v = self._project(x, key_padding_mask)
-        self._check_times(times, x)
+        if self.check_inputs:
+            self._check_times(times, x)
         keys = self._keys(cache, KVCache(k, v, key_padding_mask=key_padding_mask, times=times))
         out = decay_attention(q, keys.k, keys.v, torch.log(self.gamma()), self.alpha_logits, times=keys.times,
                               eps=self.eps, window=self.window, key_padding_mask=keys.key_padding_mask,

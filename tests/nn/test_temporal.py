@@ -266,3 +266,21 @@ def test_errors_name_argument_expected_and_actual(build, call, exc, words):
     assert "hint:" in message
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize("name", ["relpos", "decay"])
+def test_check_inputs_false_skips_the_argument_checks_only(name):
+    """A model that checks its inputs once turns the layer's own checks off; the results are the same."""
+    layer = make_relpos() if name == "relpos" else make_decay()
+    x, kpm = torch.randn(B, T, E), padding_mask()
+    extra = ({"categories": torch.randint(0, N_CATEGORIES, (B, T))} if name == "relpos"
+             else {"times": increasing_times()})
+    expected = layer(x, key_padding_mask=kpm, **extra)
+    cache = layer(x[:, :3], cache=layer.empty_cache(B), **{k: v[:, :3] for k, v in extra.items()})[1]
+    step = layer(x[:, 3:4], cache=cache, **{k: v[:, 3:4] for k, v in extra.items()})[0]
+    layer.check_inputs = False
+    torch.testing.assert_close(layer(x, key_padding_mask=kpm, **extra), expected, rtol=0, atol=0)
+    torch.testing.assert_close(layer(x[:, 3:4], cache=cache, **{k: v[:, 3:4] for k, v in extra.items()})[0], step,
+                               rtol=0, atol=0)
+    with pytest.raises(ValueError, match="`x`"):  # checked by default
+        tnn.RelativeTemporalAttention(E, H)(torch.randn(B, T, E + 1))

@@ -1,6 +1,6 @@
 """``char_lm``: a causal self-attention character language model, and the ``char_lstm`` baseline.
 
-Architecture (DESIGN.md §5.4). Ids ``x (B, T)``, ``T <= context``, are embedded as
+Architecture. Ids ``x (B, T)``, ``T <= context``, are embedded as
 ``h_0 = E_tok[x_t] + E_pos[t]`` ``(B, T, E)``. Each of ``L`` pre-norm blocks computes
 ``h <- h + Attn(LN(h))`` and ``h <- h + MLP(LN(h))`` (GELU, width ``4E``). ``Attn`` is causal
 multi-head self-attention, one :func:`tempattn.masked_sdpa` call with ``causal=True``:

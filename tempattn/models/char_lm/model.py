@@ -107,9 +107,12 @@ class CharLanguageModel(nn.Module):
         if ids.dim() != 2 or ids.shape[1] == 0 or (max_len is not None and ids.shape[1] > max_len):
             fail(where, name, f"of shape (B, T) with T >= 1{limit}", tuple(ids.shape),
                  "split long text into windows of at most `context` characters")
-        if value_checks_enabled(ids) and bool(((ids < 0) | (ids >= self.vocab_size)).any()):
-            fail(where, name, f"ids in [0, vocab_size) = [0, {self.vocab_size})",
-                 f"values in [{int(ids.min())}, {int(ids.max())}]", "encode text with the corpus' CharVocab")
+        if value_checks_enabled(ids) and ids.numel():
+            low, high = torch.aminmax(ids)  # one pass
+            low, high = int(low), int(high)
+            if low < 0 or high >= self.vocab_size:
+                fail(where, name, f"ids in [0, vocab_size) = [0, {self.vocab_size})", f"values in [{low}, {high}]",
+                     "encode text with the corpus' CharVocab")
         return ids
 
     @torch.no_grad()
@@ -225,6 +228,8 @@ class CharTransformerLM(CharLanguageModel):
         self.position_embedding = nn.Embedding(context, embed_dim)
         self.blocks = nn.ModuleList(TransformerBlock(embed_dim, num_heads, mlp_ratio, dropout, backend)
                                     for _ in range(num_layers))
+        for block in self.blocks:  # the model checks the ids; it builds each layer's input and cache itself
+            block.attn.check_inputs = False
         self.final_norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, vocab_size, bias=False)
         for embedding in (self.token_embedding, self.position_embedding):

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ...data import DataUnavailable
 from ..common.lm import lr_factor, unigram_cross_entropy
-from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
 from ..common.text import random_windows
 from .data import DATASETS, CharCorpus, load_dataset
 from .model import CharLanguageModel, CharTransformerLM, build_char_lm, build_char_lstm, matched_lstm_hidden
@@ -98,8 +98,8 @@ def _train_epoch(model: CharLanguageModel, corpus: CharCorpus, config: TrainConf
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss.detach()))
-    return sum(losses) / len(losses)
+        losses.append(loss.detach())
+    return mean_loss(losses)
 
 
 def train(model: CharLanguageModel, corpus: CharCorpus, config: TrainConfig,

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["TrainBudget", "positive", "training_parser", "start_run", "options", "write_metrics"]
+__all__ = ["TrainBudget", "positive", "training_parser", "start_run", "options", "write_metrics", "mean_loss"]
 
 BACKENDS = ("auto", "reference", "cpu", "triton", "cuda")
 
@@ -35,6 +35,12 @@ class TrainBudget:
         """The config of the shared options parsed by :func:`training_parser`, plus the family's ``extra`` fields."""
         return cls(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
                    seed=args.seed, device=args.device, **extra)
+
+
+def mean_loss(losses: Sequence[torch.Tensor]) -> float:
+    """The mean of an epoch's detached per-step losses (0-d tensors), read from the device once per epoch
+    rather than once per step (no ``.item()`` sync in the step); the same float as summing ``float(loss)``."""
+    return sum(torch.stack(list(losses)).tolist()) / len(losses)
 
 
 def positive(kind: type) -> Callable[[str], object]:

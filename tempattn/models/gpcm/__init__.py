@@ -1,4 +1,4 @@
-"""Knowledge tracing with generalised-partial-credit-model (GPCM) heads (DESIGN.md §5.1).
+"""Knowledge tracing with generalised-partial-credit-model (GPCM) heads (docs/models.md).
 
 Input: per student, the items answered in test order ``items (B, T)`` and the response
 categories ``responses (B, T)`` in ``0..K-1``, right-padded, ``padding_mask (B, T)`` True = padding.

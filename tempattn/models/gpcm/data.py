@@ -5,7 +5,7 @@ Missing responses (NaN in a response matrix, ~1% of the SweSAT answers) are trea
 answered*: :func:`sequences_from_matrix` drops them, so they are neither model input nor target.
 Sequences are right-padded; ``padding_mask`` is True at padding.
 
-Real data (DATA.md), fetched once and cached under ``data/`` (:mod:`tempattn.data`):
+Real data (docs/models.md), fetched once and cached under ``data/`` (:mod:`tempattn.data`):
 
 - ``math1``, ``math2``: Swedish national mathematics test, 1008 and 1401 students × 28 items, partial
   credit 0–4 (K = 5); each item's number of categories is its maximum score + 1.

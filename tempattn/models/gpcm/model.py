@@ -76,8 +76,13 @@ def shifted_interactions(items: Tensor, responses: Tensor, padding_mask: Tensor,
     responses[t-1]``; step 0 and every step after a padded one get the start tokens ``I * K`` and
     ``K`` ("no previous response").
     """
+    return _shift(items * n_categories + responses, responses, padding_mask, n_items, n_categories)
+
+
+def _shift(interaction: Tensor, responses: Tensor, padding_mask: Tensor, n_items: int,
+           n_categories: int) -> Tuple[Tensor, Tensor]:
+    """:func:`shifted_interactions` from the interactions ``items * K + responses`` ``(B, T)``."""
     previous_padding = F.pad(padding_mask[:, :-1], (1, 0), value=True)
-    interaction = items * n_categories + responses
     previous_interaction = F.pad(interaction[:, :-1], (1, 0)).masked_fill(previous_padding, n_items * n_categories)
     previous_response = F.pad(responses[:, :-1], (1, 0)).masked_fill(previous_padding, n_categories)
     return previous_interaction, previous_response
@@ -107,16 +112,24 @@ class DKVMNMemory(nn.Module):
 
     def forward(self, keys: Tensor, writes: Tensor, padding_mask: Tensor) -> Tensor:
         """Args: ``keys (B, T, E)``, ``writes (B, T, write_dim)`` (``u_t``, may hold ``r_t``),
-        ``padding_mask (B, T)`` bool, True = padding. Returns the reads ``(B, T, V)``."""
+        ``padding_mask (B, T)`` bool, True = padding. Returns the reads ``(B, T, V)``.
+
+        The write ``M_v ∘ (1 − w eᵀ) + w aᵀ`` runs as ``M_v + w ∘ (a − e ∘ M_v)`` (two fused
+        ops a step); a padded step writes with ``w = 0``, which leaves ``M_v`` unchanged. The
+        loop over steps is the recurrence itself; everything else is computed for all steps at once.
+        """
         weights = torch.softmax(keys @ self.key_memory.T, dim=-1)  # (B, T, N)
         erase, add = torch.sigmoid(self.erase(writes)), torch.tanh(self.add(writes))  # (B, T, V)
+        read_weights = weights[..., None].unbind(1)  # T × (B, N, 1)
+        write_weights = weights.masked_fill(padding_mask[..., None], 0.0)[..., None].unbind(1)
+        erase, add = erase[:, :, None, :].unbind(1), add[:, :, None, :].unbind(1)  # T × (B, 1, V)
         values = self.initial_values.expand(keys.shape[0], -1, -1)  # (B, N, V)
+        last = keys.shape[1] - 1
         reads = []
-        for t in range(keys.shape[1]):
-            w = weights[:, t, :, None]  # (B, N, 1)
-            reads.append((w * values).sum(dim=1))
-            written = values * (1 - w * erase[:, t, None, :]) + w * add[:, t, None, :]
-            values = torch.where(padding_mask[:, t, None, None], values, written)
+        for t in range(last + 1):
+            reads.append((read_weights[t] * values).sum(dim=1))
+            if t < last:  # the last step's write is never read
+                values = torch.addcmul(values, write_weights[t], torch.addcmul(add[t], erase[t], values, value=-1))
         return torch.stack(reads, dim=1)
 
 
@@ -128,6 +141,9 @@ class _RelativeMixer(nn.Module):
         super().__init__()
         self.attention = RelativeTemporalAttention(embed_dim, num_heads, window=window, n_categories=n_categories + 1,
                                                    dropout=dropout, backend=backend)
+        # GPCMKnowledgeTracer checks its inputs once per call; x, the mask and the categories it
+        # passes here are built from them (categories in [0, K]), so the layer need not check again.
+        self.attention.check_inputs = False
 
     def forward(self, x: Tensor, padding_mask: Tensor, previous_response: Tensor) -> Tensor:
         return self.attention(x, key_padding_mask=padding_mask, categories=previous_response)
@@ -170,9 +186,14 @@ class GPCMKnowledgeTracer(nn.Module):
         n_items: ``I``; n_categories: ``K >= 2``.
         attention: one of :data:`ATTENTION_KINDS`.
         window: look-back of the relative attention (``"relative"`` only; None for ``"causal"``).
-        embed_dim ``E``, num_heads, memory_size ``N``, memory_dim ``V``, summary_dim (width of the
-        ability summary), context_kernel (TemporalContext kernel size), dropout (attention and
-        embeddings, training only), backend (tempattn operator backend).
+        embed_dim: width ``E``.
+        num_heads: attention heads.
+        memory_size: memory slots ``N``.
+        memory_dim: memory width ``V``.
+        summary_dim: width of the ability summary.
+        context_kernel: TemporalContext kernel size.
+        dropout: attention and embedding dropout, training only.
+        backend: tempattn operator backend.
         item_categories: optional per-item number of categories ``(I,)`` in ``[2, K]``; an item
             with ``c`` categories never predicts categories ``>= c``.
     """
@@ -258,18 +279,20 @@ class GPCMKnowledgeTracer(nn.Module):
         """
         padding_mask = self._check_inputs(items, responses, padding_mask)
         items, responses = items.masked_fill(padding_mask, 0), responses.masked_fill(padding_mask, 0)
-        previous_interaction, previous_response = shifted_interactions(items, responses, padding_mask, self.n_items,
-                                                                       self.n_categories)
+        self._check_values(items, responses, padding_mask)
+        interaction = items * self.n_categories + responses  # (q_t, r_t): written to memory at step t only
+        previous_interaction, previous_response = _shift(interaction, responses, padding_mask, self.n_items,
+                                                         self.n_categories)
         x = self.embedding_dropout(self.item_embedding(items) + self.interaction_embedding(previous_interaction))
         h = self.norm(x + self.mixer(x, padding_mask, previous_response))
         h = self.context(h.masked_fill(padding_mask[..., None], 0.0))  # (B, T, E); zeros keep padding out
-        current = self.interaction_embedding(items * self.n_categories + responses)
+        current = self.interaction_embedding(interaction)
         reads = self.memory(h, torch.cat([h, current], dim=-1), padding_mask)  # (B, T, V), before step t writes
         theta = self.ability(torch.tanh(self.summary(torch.cat([reads, h], dim=-1)))).squeeze(-1)
         alpha, beta = self.item_parameters()
+        alpha, beta = alpha[items], beta[items]
         mask = None if self.category_mask is None else self.category_mask[items]
-        log_probs = gpcm_log_probs(theta, alpha[items], beta[items], mask)
-        return GPCMPrediction(log_probs, theta, alpha[items], beta[items])
+        return GPCMPrediction(gpcm_log_probs(theta, alpha, beta, mask), theta, alpha, beta)
 
     def _check_inputs(self, items: Tensor, responses: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         """Check the inputs and return the padding mask (all False when None)."""
@@ -293,16 +316,23 @@ class GPCMKnowledgeTracer(nn.Module):
         elif padding_mask.shape != items.shape:
             fail(_MODEL, "padding_mask", f"of the items' shape {tuple(items.shape)}", tuple(padding_mask.shape),
                  "one flag per step")
-        self._check_range("items", items, padding_mask, self.n_items, "ids of items unknown to the model")
-        self._check_range("responses", responses, padding_mask, self.n_categories,
-                          "categories are 0..K-1; rescore or rebuild the model with the right n_categories")
         return padding_mask
 
-    @staticmethod
-    def _check_range(name: str, values: Tensor, padding_mask: Tensor, size: int, hint: str) -> None:
-        if not value_checks_enabled(values):
+    def _check_values(self, items: Tensor, responses: Tensor, padding_mask: Tensor) -> None:
+        """Ids in range at the non-padded steps: one pass over ``items``, ``responses`` ``(B, T)`` whose
+        padded steps are already 0 (policy: CPU always, GPU under TEMPATTN_DEBUG=1, never compiling)."""
+        if not value_checks_enabled(items) or items.numel() == 0:
             return
+        low, high = torch.stack([items, responses]).flatten(1).aminmax(dim=1)
+        (items_low, responses_low), (items_high, responses_high) = low.tolist(), high.tolist()
+        if items_low < 0 or items_high >= self.n_items:
+            self._range_error("items", items, padding_mask, self.n_items, "ids of items unknown to the model")
+        if responses_low < 0 or responses_high >= self.n_categories:
+            self._range_error("responses", responses, padding_mask, self.n_categories,
+                              "categories are 0..K-1; rescore or rebuild the model with the right n_categories")
+
+    @staticmethod
+    def _range_error(name: str, values: Tensor, padding_mask: Tensor, size: int, hint: str) -> None:
         real = values[~padding_mask]
-        if real.numel() and bool(((real < 0) | (real >= size)).any()):
-            fail(_MODEL, name, f"in [0, {size}) at non-padded steps",
-                 f"values in [{int(real.min())}, {int(real.max())}]", hint)
+        fail(_MODEL, name, f"in [0, {size}) at non-padded steps", f"values in [{int(real.min())}, {int(real.max())}]",
+             hint)

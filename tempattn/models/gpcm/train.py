@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import TrainBudget, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, mean_loss, positive, start_run, training_parser, write_metrics
 from .data import DATASETS, ResponseSequences, load_dataset, oracle_log_probs, simulate_gpcm, split_by_student
 
 __all__ = ["quadratic_weighted_kappa", "prediction_metrics", "masked_nll", "per_item_marginal",
@@ -121,16 +121,16 @@ class TrainConfig(TrainBudget):
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: ResponseSequences,
-                config: TrainConfig) -> float:
-    model.train()
+                config: TrainConfig) -> Tensor:
+    """One update (the model in training mode); the detached loss, left on the device."""
     device = config.device
-    log_probs = model(batch.items.to(device), batch.responses.to(device), batch.padding_mask.to(device))
-    loss = masked_nll(log_probs, batch.responses.to(device), batch.padding_mask.to(device))
+    responses, padding_mask = batch.responses.to(device), batch.padding_mask.to(device)
+    loss = masked_nll(model(batch.items.to(device), responses, padding_mask), responses, padding_mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
 def train(model: nn.Module, train_set: ResponseSequences, val_set: ResponseSequences, config: TrainConfig,
@@ -141,11 +141,12 @@ def train(model: nn.Module, train_set: ResponseSequences, val_set: ResponseSeque
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     for epoch in range(1, config.epochs + 1):
+        model.train()
         losses = [_train_step(model, optimizer, train_set.subset(torch.randint(len(train_set), (config.batch_size,),
                                                                                generator=generator)), config)
                   for _ in range(config.steps_per_epoch)]
         val = evaluate(model, val_set, device=config.device)
-        record = {"epoch": epoch, "train_nll": sum(losses) / len(losses), **{f"val_{k}": v for k, v in val.items()}}
+        record = {"epoch": epoch, "train_nll": mean_loss(losses), **{f"val_{k}": v for k, v in val.items()}}
         history.append(record)
         if log is not None:
             log(f"epoch {epoch}/{config.epochs} train_nll={record['train_nll']:.4f} val_nll={val['nll']:.4f} "

@@ -1,4 +1,4 @@
-"""kolosis: a causal language model with concept, semantic and temporal streams (DESIGN.md §5.3).
+"""kolosis: a causal language model with concept, semantic and temporal streams (docs/models.md).
 
 Architecture. Token ids ``(B, T)`` are embedded with a learned position table:
 ``x⁰ = E_tok[ids] + E_pos[0..T-1]`` ``(B, T, E)``. Each of ``L`` pre-norm blocks reads

@@ -13,7 +13,7 @@ a decay-weighted average over the whole history: exactly what one head of expone
 attention with ``γ = decay`` and flat content scores computes. :meth:`GeometricEchoSource.oracle_nll`
 gives its loss (the achievable optimum); ``log V`` is the unigram loss.
 
-Real text (DATA.md): ``"shakespeare"`` and ``"alice"`` through :mod:`tempattn.models.common.text`,
+Real text (docs/models.md): ``"shakespeare"`` and ``"alice"`` through :mod:`tempattn.models.common.text`,
 and ``"austen"``: Jane Austen's six novels from the Debian package ``r-cran-janeaustenr``, an R
 lazy-load database (``Rdata.rdx``: gzip'd serialized index of ``(offset, length)`` per object;
 ``Rdata.rdb``: each object a 4-byte length and a zlib stream of R's XDR serialization) read by the

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from ...data import DataUnavailable
 from .. import create_model
 from ..common.lm import lr_factor
-from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
 from .data import DATASETS, load_task
 from .model import FUSIONS, KolosisLM
 
@@ -81,13 +81,13 @@ class TrainConfig(TrainBudget):
     warmup_steps: int = 20
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, grad_clip: float) -> float:
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, grad_clip: float) -> Tensor:
     loss = mean_nll(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    return loss.item()
+    return loss.detach()  # read once per epoch (mean_loss), not once per step
 
 
 def train(model: KolosisLM, task, config: TrainConfig,
@@ -110,7 +110,7 @@ def train(model: KolosisLM, task, config: TrainConfig,
             losses.append(_train_step(model, optimizer, x.to(config.device), y.to(config.device), config.grad_clip))
             schedule.step()
         val_nll = evaluate(model, task.val_x, task.val_y)
-        record = {"epoch": epoch, "train_nll": sum(losses) / len(losses), "val_nll": val_nll,
+        record = {"epoch": epoch, "train_nll": mean_loss(losses), "val_nll": val_nll,
                   "val_ppl": perplexity(val_nll), "val_bits": bits_per_token(val_nll), **stream_report(model),
                   "seconds": time.perf_counter() - started}
         history.append(record)

@@ -1,4 +1,4 @@
-"""MIGT-TVDT: multivariate quantile forecasting with temporal and cross-variable attention (DESIGN.md §5.2).
+"""MIGT-TVDT: multivariate quantile forecasting with temporal and cross-variable attention (docs/models.md).
 
 Input: a context window of ``V`` variables, ``x (B, T, V)``, its timestamps ``(B, T)`` (int64
 epoch seconds, real calendar dates with gaps) and ``key_padding_mask (B, T)`` bool —

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ...data import DataUnavailable
-from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
 from .data import DATASETS, ForecastData, Windows, load_dataset, make_windows
 from .model import MIGTTVDT, check_quantiles, last_valid_index
 
@@ -201,7 +201,7 @@ def _train_epoch(model: MIGTTVDT, data: ForecastData, config: TrainConfig, optim
     """One epoch of ``steps_per_epoch`` random training windows; returns the mean training pinball loss."""
     model.train()
     train_origins = data.origins["train"]
-    total = 0.0
+    losses = []
     for _ in range(config.steps_per_epoch):
         picks = torch.randint(len(train_origins), (config.batch_size,), generator=generator)
         batch = make_windows(data.series, train_origins[picks], config.context, model.horizon).to(config.device)
@@ -212,8 +212,8 @@ def _train_epoch(model: MIGTTVDT, data: ForecastData, config: TrainConfig, optim
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         scheduler.step()
-        total += loss.item()
-    return total / config.steps_per_epoch
+        losses.append(loss.detach())
+    return mean_loss(losses)
 
 
 def fit(model: MIGTTVDT, data: ForecastData, config: TrainConfig,

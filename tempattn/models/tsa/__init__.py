@@ -1,4 +1,4 @@
-"""``tsa``: a fraud classifier on event sequences, and ``tsa_gated``, its two-sequence variant (DESIGN.md §5.5).
+"""``tsa``: a fraud classifier on event sequences, and ``tsa_gated``, its two-sequence variant (docs/models.md).
 
 One row is one *target event* with its window: the last ``T`` events of the account up to and
 including the target, oldest first, right-padded (``EventSequences``: categorical

@@ -47,6 +47,7 @@ class PreparedEvents:
 
 
 def _check_events(model: str, name: str, events, cardinalities: Sequence[int], n_numeric: int) -> None:
+    """O(1) checks of ``events``: its type and the feature counts (the values: :func:`_check_values`)."""
     if not isinstance(events, EventSequences):
         _heads.fail(model, name, "an EventSequences", type(events).__name__,
                     "build it with tempattn.models.tsa.data.pad_histories", TypeError)
@@ -56,13 +57,21 @@ def _check_events(model: str, name: str, events, cardinalities: Sequence[int], n
     if events.numeric.shape[-1] != n_numeric:
         _heads.fail(model, f"{name}.numeric", f"(B, T, {n_numeric}) for n_numeric={n_numeric}",
                     tuple(events.numeric.shape), "build the model with the dataset's FeatureSpec.model_kwargs()")
-    if not value_checks_enabled(events.categorical):
+
+
+def _check_values(model: str, name: str, categorical: Tensor, ages: Tensor, cardinalities: Sequence[int]) -> None:
+    """The data-reading checks, one reduction each over the padding-zeroed ``categorical (B, T, C)`` and
+    ``ages (B, T)`` (policy: CPU always, GPU under TEMPATTN_DEBUG=1, never while compiling)."""
+    if not value_checks_enabled(categorical) or ages.numel() == 0:
         return
-    limits = torch.tensor(cardinalities, device=events.categorical.device)
-    out_of_range = (events.categorical < 0) | (events.categorical >= limits)
-    if bool(out_of_range.logical_and(~events.padding_mask[..., None]).any()):
+    low, high = categorical.reshape(-1, len(cardinalities)).aminmax(dim=0)  # per field
+    if min(low.tolist()) < 0 or any(h >= n for h, n in zip(high.tolist(), cardinalities)):
         _heads.fail(model, f"{name}.categorical", f"ids in [0, cardinality) per field, cardinalities={cardinalities}",
                     "an out-of-range id on a real event", "raise the cardinality or remap the ids")
+    if bool((ages < 0).any()):
+        _heads.fail(model, f"{name}.times", "non-decreasing, with no real event after the target event",
+                    "an event later than the target", "sort each history by time; a peer sequence may only hold "
+                    "events up to the target's time (anything later leaks the future)")
 
 
 def prepare_events(events: EventSequences, cardinalities: Sequence[int], n_numeric: int, *,
@@ -77,9 +86,8 @@ def prepare_events(events: EventSequences, cardinalities: Sequence[int], n_numer
     """
     _check_events(model, name, events, cardinalities, n_numeric)
     padding = events.padding_mask
-    real = ~padding
     positions = torch.arange(padding.shape[1], device=padding.device)
-    last = torch.where(real, positions, -1).amax(dim=1)
+    last = torch.where(padding, -1, positions).amax(dim=1)
     has_events = last >= 0
     last = last.clamp(min=0)
     times = events.times.masked_fill(padding, 0)
@@ -87,26 +95,24 @@ def prepare_events(events: EventSequences, cardinalities: Sequence[int], n_numer
     if reference_time is not None:
         reference_time = reference_time.to(times.dtype)
         reference = torch.where(torch.isfinite(reference_time), reference_time, reference)
-    ages = reference[:, None] - times
-    if value_checks_enabled(real) and bool(((ages < 0) & real).any()):
-        _heads.fail(model, f"{name}.times", "non-decreasing, with no real event after the target event",
-                    "an event later than the target", "sort each history by time; a peer sequence may only hold "
-                    "events up to the target's time (anything later leaks the future)")
-    return PreparedEvents(categorical=events.categorical.masked_fill(padding[..., None], 0),
-                          numeric=events.numeric.masked_fill(padding[..., None], 0),
-                          times=times, ages=ages.masked_fill(padding, 0).float(), padding_mask=padding,
-                          last=last, has_events=has_events)
+    ages = (reference[:, None] - times).masked_fill(padding, 0)
+    categorical = events.categorical.masked_fill(padding[..., None], 0)
+    _check_values(model, name, categorical, ages, cardinalities)
+    return PreparedEvents(categorical=categorical, numeric=events.numeric.masked_fill(padding[..., None], 0),
+                          times=times, ages=ages.float(), padding_mask=padding, last=last, has_events=has_events)
 
 
-def engineered_features(prepared: PreparedEvents, amount_feature: int, window_days: float) -> Tensor:
+def engineered_features(prepared: PreparedEvents, amount_feature: int, window_days: float,
+                        last_event: Optional[Tuple[Tensor, Tensor, Tensor]] = None) -> Tensor:
     """The engineered features of the last event, ``(B, 4)`` in the order of ``ENGINEERED_FEATURES``.
 
     Over the earlier real events of the window (``n`` of them, amounts ``a_j``, times ``t_j``)
     and the last event (``a``, ``t``): ``asinh((a - mean a_j) / max(std a_j, 0.1))``,
     ``log1p(t - max t_j)``, ``log1p(#{j : t - t_j <= window_days})``, ``log1p(n)``; each 0
     when ``n = 0``. Padded entries are excluded with ``where`` (not multiplied by zero).
+    ``last_event``: ``prepared.last_event()``, when the caller has it already.
     """
-    _, last_numeric, last_time = prepared.last_event()
+    _, last_numeric, last_time = prepared.last_event() if last_event is None else last_event
     positions = torch.arange(prepared.padding_mask.shape[1], device=prepared.last.device)
     earlier = ~prepared.padding_mask & (positions < prepared.last[:, None])
     count = earlier.sum(dim=1)
@@ -202,8 +208,10 @@ class FeatureAttention(nn.Module):
 
     def forward(self, prepared: PreparedEvents) -> Tensor:
         """prepared: the own sequence from :func:`prepare_events`. Returns ``(B, d)``."""
-        categorical, numeric, _ = prepared.last_event()
-        values = torch.cat([numeric.float(), engineered_features(prepared, self.amount_feature, self.window_days)], 1)
+        last_event = prepared.last_event()
+        categorical, numeric, _ = last_event
+        values = torch.cat([numeric.float(), engineered_features(prepared, self.amount_feature, self.window_days,
+                                                                 last_event)], 1)
         tokens = torch.cat([self.cls.expand(values.shape[0], 1, -1), self.categorical(categorical),
                             self.numeric(values)], dim=1)
         normed = self.pre_norm(tokens)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import TrainBudget, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
 from . import data as tsa_data
 from .data import EventSequences, FraudDataset
 from .model import TSAGated
@@ -201,8 +201,8 @@ def train(model: nn.Module, train_set: FraudDataset, val_set: FraudDataset, conf
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimiser.step()
             schedule.step()
-            losses.append(float(loss.detach()))
-        row = {"epoch": epoch, "train_loss": sum(losses) / len(losses),
+            losses.append(loss.detach())
+        row = {"epoch": epoch, "train_loss": mean_loss(losses),
                **{f"val_{k}": v for k, v in evaluate(model, val_set, config).items()}}
         history.append(row)
         log(f"epoch {epoch}/{config.epochs}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "

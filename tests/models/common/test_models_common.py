@@ -88,3 +88,19 @@ def test_every_model_compiles_without_graph_breaks(name):
     expected = model(*args)
     got = torch.compile(model, backend="aot_eager", fullgraph=True)(*args)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_loss_reads_the_epoch_once_and_matches_the_float_sum():
+    from tempattn.models.common.cli import mean_loss
+    losses = [torch.tensor(v) for v in (0.1, 0.7, 2.5)]  # float32, as the steps return them
+    assert mean_loss(losses) == sum(float(v) for v in losses) / 3
+
+
+def test_step_timing_steps_run():
+    """The host-overhead measurement script (no timing is asserted): one step of each, alternated."""
+    from tempattn.models.common import step_timing
+    steps = {"gpcm": step_timing.gpcm_step("gpcm", batch=2, length=5),
+             "attention_gpcm": step_timing.gpcm_step("attention_gpcm", batch=2, length=5),
+             "tsa": step_timing.tsa_step(batch=4), "char_lm": step_timing.char_lm_decode_step(prompt_length=3)}
+    wall, cpu = step_timing.alternate(steps, rounds=2, warmup=1)
+    assert all(len(wall[name]) == len(cpu[name]) == 2 for name in steps)

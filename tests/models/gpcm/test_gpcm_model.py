@@ -80,6 +80,45 @@ def test_dkvmn_reads_the_memory_before_the_step_writes():
     torch.testing.assert_close(reads[3], torch.tanh(writes[0, 0]))  # the padded step 1 wrote nothing
 
 
+def _dkvmn_as_designed(memory: DKVMNMemory, keys, writes, padding):
+    """The DKVMN equations step by step: read, then M ← M ∘ (1 − w eᵀ) + w aᵀ unless the step is padding."""
+    weights = torch.softmax(keys @ memory.key_memory.T, dim=-1)
+    erase, add = torch.sigmoid(memory.erase(writes)), torch.tanh(memory.add(writes))
+    values = memory.initial_values.expand(keys.shape[0], -1, -1)
+    reads = []
+    for t in range(keys.shape[1]):
+        w = weights[:, t, :, None]
+        reads.append((w * values).sum(dim=1))
+        written = values * (1 - w * erase[:, t, None, :]) + w * add[:, t, None, :]
+        values = torch.where(padding[:, t, None, None], values, written)
+    return torch.stack(reads, dim=1)
+
+
+def test_dkvmn_matches_its_equations_with_gradients():
+    torch.manual_seed(0)
+    memory = DKVMNMemory(embed_dim=5, write_dim=6, memory_size=3, memory_dim=4).double()
+    keys = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
+    writes = torch.randn(3, 7, 6, dtype=torch.float64, requires_grad=True)
+    padding = torch.zeros(3, 7, dtype=torch.bool)
+    padding[1, 2] = padding[2, 5:] = True  # a hole and right padding
+    got, expected = memory(keys, writes, padding), _dkvmn_as_designed(memory, keys, writes, padding)
+    torch.testing.assert_close(got, expected)
+    weights = torch.randn_like(got)
+    inputs = (keys, writes, *memory.parameters())
+    for g, e in zip(torch.autograd.grad((got * weights).sum(), inputs),
+                    torch.autograd.grad((expected * weights).sum(), inputs)):
+        torch.testing.assert_close(g, e)
+    assert memory(keys[:, :1], writes[:, :1], padding[:, :1]).shape == (3, 1, 4)  # T = 1: no write at all
+
+
+def test_the_relative_layer_leaves_the_checks_to_the_model():
+    model = small_model("gpcm")
+    assert model.mixer.attention.check_inputs is False  # the model checks items and responses once per call
+    items, responses, padding = random_batch()
+    with pytest.raises(ValueError, match="`responses`"):
+        model(items, responses + K, padding)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_probabilities_normalise_and_respect_item_categories(name):
     item_categories = [2, 3, 4, 4, 2, 3, 4]
