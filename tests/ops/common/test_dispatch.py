@@ -1,4 +1,4 @@
-"""Backend selection (DESIGN.md section 3)."""
+"""Backend selection (docs/backends.md)."""
 import pytest
 import torch
 
