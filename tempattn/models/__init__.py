@@ -26,7 +26,7 @@ from typing import Dict, List, Tuple
 
 from torch import nn
 
-__all__ = ["create_model", "model_names"]
+__all__ = ["create_model", "model_names", "ALIASES"]
 
 # name -> (family subpackage, builder function in it)
 _REGISTRY: Dict[str, Tuple[str, str]] = {
@@ -39,6 +39,14 @@ _REGISTRY: Dict[str, Tuple[str, str]] = {
     "char_lstm": ("char_lm", "build_char_lstm"),
     "tsa": ("tsa", "build_tsa"),
     "tsa_gated": ("tsa", "build_tsa_gated"),
+}
+
+
+# the designs' names -> (our name, {their keyword: ours}); create_model accepts both spellings
+ALIASES: Dict[str, Tuple[str, Dict[str, str]]] = {
+    "stable_temporal_attn_gpcm": ("gpcm", {"n_questions": "n_items", "n_cats": "n_categories",
+                                           "temporal_window": "window", "n_heads": "num_heads",
+                                           "dropout_rate": "dropout"}),
 }
 
 
@@ -56,7 +64,20 @@ def family_of(name: str) -> str:
 
 
 def create_model(name: str, **kw) -> nn.Module:
-    """Build the model ``name`` (see :func:`model_names`) with the family's keyword arguments."""
+    """Build the model ``name`` (see :func:`model_names`) with the family's keyword arguments.
+
+    The designs' names in :data:`ALIASES` work too, with their keywords mapped onto ours, e.g.
+    ``create_model('stable_temporal_attn_gpcm', n_questions=50, n_cats=4, temporal_window=5, embed_dim=64,
+    n_heads=4, dropout_rate=0.1)`` is ``create_model('gpcm', n_items=50, n_categories=4, window=5, embed_dim=64,
+    num_heads=4, dropout=0.1)``.
+    """
+    if isinstance(name, str) and name in ALIASES:
+        name, renames = ALIASES[name]
+        for theirs, ours in renames.items():
+            if theirs in kw:
+                if ours in kw:
+                    raise TypeError(f"create_model: got both {theirs!r} and {ours!r}; hint: pass one of them")
+                kw[ours] = kw.pop(theirs)
     family, builder = _REGISTRY[name] if name in _REGISTRY else (family_of(name), None)
     module = importlib.import_module(f"{__name__}.{family}")
     return getattr(module, builder)(**kw)

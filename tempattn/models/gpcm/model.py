@@ -7,7 +7,7 @@ Step ``t`` predicts the response ``r_t`` to item ``q_t`` from the items ``q_0..q
 responses ``r_0..r_{t-1}`` only (see :func:`shifted_interactions` and :class:`DKVMNMemory`).
 """
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -259,6 +259,13 @@ class GPCMKnowledgeTracer(nn.Module):
     def item_parameters(self) -> Tuple[Tensor, Tensor]:
         """Discriminations ``α (I,)`` (> 0) and ordered thresholds ``β (I, K - 1)``, differentiable."""
         return F.softplus(self.discrimination_raw), ordered_thresholds(self.threshold_first, self.threshold_steps_raw)
+
+    def get_attention_weights(self, *inputs, **kwargs) -> Dict[str, Tensor]:
+        """Per-head attention weights ``(B, H, Tq, Tk)`` of every attention layer on the forward inputs
+        (``items, responses, padding_mask``), from the dense reference path, keyed by layer name (for monitoring; see
+        :func:`tempattn.models.common.attention.get_attention_weights`)."""
+        from ..common.attention import get_attention_weights
+        return get_attention_weights(self, *inputs, **kwargs)
 
     def forward(self, items: Tensor, responses: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
         """Log probabilities ``(B, T, K)`` of each step's response (see :meth:`predict`)."""

@@ -19,11 +19,12 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import TrainBudget, mean_loss, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, checkpoint_dir, positive, report, start_run, training_parser, write_metrics
+from ..common.trainer import FitResult, fit, is_main_process, save_trained, train_step
 from .data import DATASETS, ResponseSequences, load_dataset, oracle_log_probs, simulate_gpcm, split_by_student
 
 __all__ = ["quadratic_weighted_kappa", "prediction_metrics", "masked_nll", "per_item_marginal",
-           "predict_log_probs", "evaluate", "TrainConfig", "train", "main"]
+           "predict_log_probs", "evaluate", "TrainConfig", "fit_model", "train", "main"]
 
 MODEL_NAMES = ("gpcm", "attention_gpcm")
 
@@ -108,7 +109,8 @@ def evaluate(model: nn.Module, sequences: ResponseSequences, batch_size: int = 2
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(TrainBudget):
-    """Budget and optimiser: ``epochs`` × ``steps_per_epoch`` Adam steps on batches of random students."""
+    """Budget and optimiser: ``epochs`` × ``steps_per_epoch`` AdamW steps (cosine schedule) on batches of random
+    students; early stopping and the best epoch on the validation NLL."""
     grad_clip: float = 1.0
 
     def __post_init__(self):
@@ -120,45 +122,53 @@ class TrainConfig(TrainBudget):
             raise ValueError(f"TrainConfig: `lr` must be > 0, got {self.lr}; hint: 3e-3 works for these models")
 
 
+MONITOR = "val_nll"
+
+
+def _batch_loss(model: nn.Module, batch: ResponseSequences, device) -> Tensor:
+    responses, padding_mask = batch.responses.to(device), batch.padding_mask.to(device)
+    return masked_nll(model(batch.items.to(device), responses, padding_mask), responses, padding_mask)
+
+
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: ResponseSequences,
                 config: TrainConfig) -> Tensor:
-    """One update (the model in training mode); the detached loss, left on the device."""
-    device = config.device
-    responses, padding_mask = batch.responses.to(device), batch.padding_mask.to(device)
-    loss = masked_nll(model(batch.items.to(device), responses, padding_mask), responses, padding_mask)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    return loss.detach()
+    """One update (the model in training mode) as in :func:`fit_model`; the detached loss, left on the device."""
+    return train_step(model, optimizer, batch, lambda m, b: _batch_loss(m, b, config.device), config.grad_clip)
+
+
+def _epoch_line(record: Dict[str, float], epochs: int) -> str:
+    return (f"epoch {record['epoch']}/{epochs} train_nll={record['train_nll']:.4f} val_nll={record['val_nll']:.4f} "
+            f"val_acc={record['val_accuracy']:.4f} val_qwk={record['val_qwk']:.4f}")
+
+
+def fit_model(model: nn.Module, train_set: ResponseSequences, val_set: ResponseSequences, config: TrainConfig,
+              log: Optional[Callable[[str], None]] = print, **options) -> FitResult:
+    """Train in place with the shared loop (:func:`~tempattn.models.common.trainer.fit`); the best epoch's
+    weights (lowest validation NLL) are restored. ``options``: checkpoint_dir, resume, quiet."""
+    return fit(model, config,
+               sample=lambda g: train_set.subset(torch.randint(len(train_set), (config.batch_size,), generator=g)),
+               loss=lambda m, batch: _batch_loss(m, batch, config.device),
+               evaluate=lambda m: {f"val_{k}": v for k, v in evaluate(m, val_set, device=config.device).items()},
+               monitor=MONITOR, train_key="train_nll",
+               log=None if log is None else (lambda record: log(_epoch_line(record, config.epochs))), **options)
 
 
 def train(model: nn.Module, train_set: ResponseSequences, val_set: ResponseSequences, config: TrainConfig,
-          log: Optional[Callable[[str], None]] = print) -> List[Dict[str, float]]:
-    """Train in place; return one record per epoch (``epoch``, ``train_nll``, ``val_*`` metrics)."""
-    model.to(config.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses = [_train_step(model, optimizer, train_set.subset(torch.randint(len(train_set), (config.batch_size,),
-                                                                               generator=generator)), config)
-                  for _ in range(config.steps_per_epoch)]
-        val = evaluate(model, val_set, device=config.device)
-        record = {"epoch": epoch, "train_nll": mean_loss(losses), **{f"val_{k}": v for k, v in val.items()}}
-        history.append(record)
-        if log is not None:
-            log(f"epoch {epoch}/{config.epochs} train_nll={record['train_nll']:.4f} val_nll={val['nll']:.4f} "
-                f"val_acc={val['accuracy']:.4f} val_qwk={val['qwk']:.4f}")
-    return history
+          log: Optional[Callable[[str], None]] = print, **options) -> List[Dict[str, float]]:
+    """Train in place (see :func:`fit_model`); return one record per epoch (``epoch``, ``train_nll``,
+    ``val_*`` metrics)."""
+    return fit_model(model, train_set, val_set, config, log, **options).history
 
 
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = training_parser(MODEL_NAMES, DATASETS + ("synthetic",), "math1", __doc__.split("\n")[0])
+    parser = training_parser(MODEL_NAMES, DATASETS + ("synthetic",), "math1", __doc__.split("\n")[0],
+                             config=TrainConfig)
     parser.set_defaults(threads=1)  # the fastest for these small models
-    parser.add_argument("--embed-dim", type=positive(int), default=32)
-    parser.add_argument("--dropout", type=float, default=0.1)
+    for action in parser._actions:
+        if action.dest == "threads":
+            action.help = "torch CPU threads (1, the default here, is the fastest for these small models)"
+    parser.add_argument("--embed-dim", type=positive(int), default=32, help="model width E")
+    parser.add_argument("--dropout", type=float, default=0.1, help="dropout rate")
     parser.add_argument("--synthetic-students", type=positive(int), default=3000,
                         help="students simulated for --dataset synthetic (20 items, 3 categories)")
     return parser.parse_args(list(argv))
@@ -184,22 +194,26 @@ def main(argv: Sequence[str]) -> int:
     split = split_by_student(len(sequences), args.seed)
     train_set, val_set, test_set = (sequences.subset(index) for index in split)
     torch.manual_seed(args.seed)
-    model = create_model(args.name, n_items=sequences.n_items, n_categories=sequences.n_categories,
-                         item_categories=sequences.item_categories, embed_dim=args.embed_dim, dropout=args.dropout,
-                         backend=args.backend)
+    model_kwargs = {"n_items": sequences.n_items, "n_categories": sequences.n_categories,
+                    "item_categories": sequences.item_categories, "embed_dim": args.embed_dim,
+                    "dropout": args.dropout, "backend": args.backend}
+    model = create_model(args.name, **model_kwargs)
     config = TrainConfig.from_args(args)
-    print(f"{args.name} on {args.dataset}: {len(train_set)}/{len(val_set)}/{len(test_set)} train/val/test students, "
-          f"{sequences.n_items} items, K={sequences.n_categories}")
-    history = train(model, train_set, val_set, config)
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(f"{args.name} on {args.dataset}: {len(train_set)}/{len(val_set)}/{len(test_set)} train/val/test students, "
+        f"{sequences.n_items} items, K={sequences.n_categories}")
+    result = fit_model(model, train_set, val_set, config, log=say, checkpoint_dir=checkpoint_dir(args),
+                       resume=args.resume, quiet=args.quiet)
+    test = evaluate(model, test_set, device=args.device)
     marginal = per_item_marginal(train_set)[test_set.items]
-    results = {"model": args.name, "dataset": args.dataset, "config": dataclasses.asdict(config),
-               "epochs": history, "final": {"test": evaluate(model, test_set, device=args.device)},
-               "baselines": {"per_item_marginal": prediction_metrics(marginal, test_set.responses,
-                                                                     test_set.padding_mask)}}
+    references = {"per_item_marginal": prediction_metrics(marginal, test_set.responses, test_set.padding_mask)}
     if oracle is not None:
-        results["baselines"]["oracle"] = prediction_metrics(oracle[split.test][:, :test_set.items.shape[1]],
-                                                            test_set.responses, test_set.padding_mask)
-    for label, metrics in [("test", results["final"]["test"]), *results["baselines"].items()]:
-        print(f"{label}: nll={metrics['nll']:.4f} acc={metrics['accuracy']:.4f} qwk={metrics['qwk']:.4f}")
-    write_metrics(args.out, results)
+        references["oracle"] = prediction_metrics(oracle[split.test][:, :test_set.items.shape[1]],
+                                                  test_set.responses, test_set.padding_mask)
+    for label, metrics in [(f"test (best epoch {result.best_epoch})", test), *references.items()]:
+        say(f"{label}: nll={metrics['nll']:.4f} acc={metrics['accuracy']:.4f} qwk={metrics['qwk']:.4f}")
+    save_trained(args.out, args.name, model_kwargs, model)
+    write_metrics(args.out, report(model=args.name, dataset=args.dataset, config=config, model_kwargs=model_kwargs,
+                                   args=args, n_parameters=sum(p.numel() for p in model.parameters()), result=result,
+                                   monitor=MONITOR, final_split="test", final=test, references=references))
     return 0

@@ -216,6 +216,13 @@ class KolosisLM(nn.Module):
         stats = [block.streams["temporal"].attention.decay_stats() for block in self.blocks]
         return DecayStats(gamma=torch.stack([s.gamma for s in stats]), alpha=torch.stack([s.alpha for s in stats]))
 
+    def get_attention_weights(self, *inputs, **kwargs) -> Dict[str, Tensor]:
+        """Per-head attention weights ``(B, H, Tq, Tk)`` of every attention layer on the forward inputs
+        (``ids``), from the dense reference path, keyed by layer name (for monitoring; see
+        :func:`tempattn.models.common.attention.get_attention_weights`)."""
+        from ..common.attention import get_attention_weights
+        return get_attention_weights(self, *inputs, **kwargs)
+
     def forward(self, ids: Tensor) -> Tensor:
         """``ids (B, T)`` long -> logits ``(B, T, V)``."""
         self._check_ids(ids)

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
@@ -21,12 +20,13 @@ from torch import Tensor, nn
 from ...data import DataUnavailable
 from .. import create_model
 from ..common.lm import lr_factor
-from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import TrainBudget, checkpoint_dir, positive, report, start_run, training_parser, write_metrics
+from ..common.trainer import FitResult, fit, is_main_process, save_trained
 from .data import DATASETS, load_task
 from .model import FUSIONS, KolosisLM
 
 __all__ = ["mean_nll", "perplexity", "bits_per_token", "lr_factor", "evaluate", "stream_report", "TrainConfig",
-           "train", "format_epoch", "main"]
+           "fit_model", "train", "format_epoch", "main"]
 
 MODEL_NAMES = ("kolosis", "kolosis_baseline")
 
@@ -81,42 +81,33 @@ class TrainConfig(TrainBudget):
     warmup_steps: int = 20
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, grad_clip: float) -> Tensor:
-    loss = mean_nll(model(x), y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return loss.detach()  # read once per epoch (mean_loss), not once per step
+MONITOR = "val_nll"
+
+
+def fit_model(model: KolosisLM, task, config: TrainConfig, on_epoch: Optional[Callable[[dict], None]] = None,
+              **options) -> FitResult:
+    """Train ``model`` on ``task`` (a data.TextTask / data.EchoTask) in the shared loop; the best epoch (lowest
+    validation NLL) is restored. Deterministic given ``config.seed`` (batches come from a dedicated generator).
+    ``options``: checkpoint_dir, resume, quiet."""
+    device = config.device
+
+    def loss(network, batch):
+        x, y = batch
+        return mean_nll(network(x.to(device)), y.to(device))
+
+    def validate(m):
+        val_nll = evaluate(m, task.val_x, task.val_y)
+        return {"val_nll": val_nll, "val_ppl": perplexity(val_nll), "val_bits": bits_per_token(val_nll),
+                **stream_report(m)}
+
+    return fit(model, config, sample=lambda g: task.train_batch(config.batch_size, g), loss=loss, evaluate=validate,
+               monitor=MONITOR, train_key="train_nll", timed=True, log=on_epoch, **options)
 
 
 def train(model: KolosisLM, task, config: TrainConfig,
-          on_epoch: Optional[Callable[[dict], None]] = None) -> List[dict]:
-    """Train ``model`` on ``task`` (a data.TextTask / data.EchoTask); return one metrics dict per epoch.
-
-    Deterministic given ``config.seed`` (batches come from a dedicated generator).
-    """
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    total = config.epochs * config.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, config.warmup_steps))
-    model.to(config.device).train()
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        losses = []
-        for _ in range(config.steps_per_epoch):
-            x, y = task.train_batch(config.batch_size, generator)
-            losses.append(_train_step(model, optimizer, x.to(config.device), y.to(config.device), config.grad_clip))
-            schedule.step()
-        val_nll = evaluate(model, task.val_x, task.val_y)
-        record = {"epoch": epoch, "train_nll": mean_loss(losses), "val_nll": val_nll,
-                  "val_ppl": perplexity(val_nll), "val_bits": bits_per_token(val_nll), **stream_report(model),
-                  "seconds": time.perf_counter() - started}
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return history
+          on_epoch: Optional[Callable[[dict], None]] = None, **options) -> List[dict]:
+    """Train ``model`` on ``task`` (see :func:`fit_model`); return one metrics dict per epoch."""
+    return fit_model(model, task, config, on_epoch, **options).history
 
 
 # ---- CLI --------------------------------------------------------------------------------------
@@ -141,7 +132,7 @@ def format_epoch(record: dict, stream_names: Sequence[str], epochs: int) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = training_parser(MODEL_NAMES, DATASETS, "shakespeare", "Train a kolosis language model; --dataset synthetic "
-                        "is a geometric-lag echo source with a known optimum.", batch_size=32)
+                        "is a geometric-lag echo source with a known optimum.", config=TrainConfig)
     p.add_argument("--context", type=positive(int), default=128, help="window length T")
     p.add_argument("--embed-dim", type=positive(int), default=64)
     p.add_argument("--num-heads", type=positive(int), default=4)
@@ -161,17 +152,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataUnavailable as exc:
         print(f"dataset {args.dataset!r} is unavailable: {exc}", file=sys.stderr)
         return 1
-    model = create_model(args.name, vocab_size=task.vocab_size, context=args.context, embed_dim=args.embed_dim,
-                         num_heads=args.num_heads, num_layers=args.num_layers, n_concepts=args.n_concepts,
-                         fusion=args.fusion, dropout=args.dropout, backend=args.backend)
+    model_kwargs = {"vocab_size": task.vocab_size, "context": args.context, "embed_dim": args.embed_dim,
+                    "num_heads": args.num_heads, "num_layers": args.num_layers, "n_concepts": args.n_concepts,
+                    "fusion": args.fusion, "dropout": args.dropout, "backend": args.backend}
+    model = create_model(args.name, **model_kwargs)
     config = TrainConfig.from_args(args)
     n_parameters = sum(p.numel() for p in model.parameters())
     references = ", ".join(f"{k} {v:.4f}" for k, v in task.references.items())
-    print(f"{args.name} on {args.dataset}: vocab {task.vocab_size}, {n_parameters} parameters, "
-          f"streams {model.stream_names}; references: {references}")
-    history = train(model, task, config, on_epoch=lambda r: print(format_epoch(r, model.stream_names, args.epochs),
-                                                                   flush=True))
-    write_metrics(args.out, {"model": args.name, "dataset": args.dataset, "config": options(args),
-                             "streams": list(model.stream_names), "n_parameters": n_parameters,
-                             "references": task.references, "epochs": history, "final": history[-1]})
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(f"{args.name} on {args.dataset}: vocab {task.vocab_size}, {n_parameters} parameters, "
+        f"streams {model.stream_names}; references: {references}")
+    result = fit_model(model, task, config,
+                       on_epoch=lambda r: print(format_epoch(r, model.stream_names, args.epochs), flush=True),
+                       checkpoint_dir=checkpoint_dir(args), resume=args.resume, quiet=args.quiet)
+    best = result.history[result.best_epoch - 1]
+    final = {k: v for k, v in best.items() if k not in ("epoch", "train_nll", "seconds")}
+    say(f"best: epoch {result.best_epoch}, val_nll {final['val_nll']:.4f}, ppl {final['val_ppl']:.3f}")
+    save_trained(args.out, args.name, model_kwargs, model)
+    write_metrics(args.out, report(model=args.name, dataset=args.dataset, config=config, model_kwargs=model_kwargs,
+                                   args=args, n_parameters=n_parameters, result=result, monitor=MONITOR,
+                                   final_split="val", final=final, references=task.references,
+                                   extra={"streams": list(model.stream_names)}))
     return 0

@@ -42,5 +42,6 @@ __all__ = ["MIGTTVDT", "build_migt_tvdt"]
 
 
 def build_migt_tvdt(**kw) -> nn.Module:
-    """:class:`MIGTTVDT` with its keyword arguments (defaults: 4 variables, 5 horizons, 5 levels, d_model 32)."""
+    """:class:`MIGTTVDT` with its keyword arguments (defaults: 4 variables, 5 horizons x 7 quantile levels
+    0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, d_model 32)."""
     return MIGTTVDT(**kw)

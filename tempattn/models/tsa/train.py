@@ -16,12 +16,15 @@ from torch import Tensor, nn
 
 from ...data import DataUnavailable
 from .. import create_model
-from ..common.cli import TrainBudget, mean_loss, options, positive, start_run, training_parser, write_metrics
+from ..common.cli import (TrainBudget, checkpoint_dir, non_negative, positive, report, start_run, training_parser,
+                          write_metrics)
+from ..common.trainer import FitResult, fit, is_main_process, save_trained
 from . import data as tsa_data
 from .data import EventSequences, FraudDataset
 from .model import TSAGated
 
-__all__ = ["roc_auc", "average_precision", "LogisticRegression", "last_event_features", "TrainConfig", "train",
+__all__ = ["roc_auc", "average_precision", "LogisticRegression", "last_event_features", "TrainConfig", "fit_model",
+           "train",
            "evaluate", "predict", "load_dataset", "main", "MODEL_NAMES"]
 
 MODEL_NAMES = ("tsa", "tsa_gated")
@@ -174,40 +177,39 @@ def evaluate(model: nn.Module, dataset: FraudDataset, config: TrainConfig) -> Di
                          dataset.labels)
 
 
-def train(model: nn.Module, train_set: FraudDataset, val_set: FraudDataset, config: TrainConfig,
-          log: Callable[[str], None] = print) -> List[Dict[str, float]]:
-    """AdamW (cosine decay to lr/10) on BCE + ``balance_weight`` x load-balancing loss.
+MONITOR = "val_loss"
 
-    Logs one validation line per epoch and returns the per-epoch metrics.
-    """
-    torch.manual_seed(config.seed)  # the MoE's training-time gate noise
-    sampler = torch.Generator().manual_seed(config.seed)
+
+def _epoch_line(row: Dict[str, float], epochs: int) -> str:
+    return (f"epoch {row['epoch']}/{epochs}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
+            f"val_roc_auc {row['val_roc_auc']:.4f}  val_pr_auc {row['val_pr_auc']:.4f}")
+
+
+def fit_model(model: nn.Module, train_set: FraudDataset, val_set: FraudDataset, config: TrainConfig,
+              log: Optional[Callable[[str], None]] = print, **options) -> FitResult:
+    """AdamW (cosine decay to lr/10) on BCE + ``balance_weight`` x load-balancing loss, in the shared loop;
+    the best epoch (lowest validation loss) is restored. ``options``: checkpoint_dir, resume, quiet."""
     model.to(config.device)
     inputs = model_inputs(model, train_set, config.device)
     labels = train_set.labels.to(config.device)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.epochs * config.steps_per_epoch,
-                                                          eta_min=0.1 * config.lr)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses = []
-        for _ in range(config.steps_per_epoch):
-            rows = torch.randint(len(labels), (config.batch_size,), generator=sampler).to(config.device)
-            logits, aux = model(*(x[rows] for x in inputs), return_aux=True)
-            loss = F.binary_cross_entropy_with_logits(logits, labels[rows])
-            optimiser.zero_grad()
-            (loss + config.balance_weight * aux["load_balance"]).backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
-            losses.append(loss.detach())
-        row = {"epoch": epoch, "train_loss": mean_loss(losses),
-               **{f"val_{k}": v for k, v in evaluate(model, val_set, config).items()}}
-        history.append(row)
-        log(f"epoch {epoch}/{config.epochs}  train_loss {row['train_loss']:.4f}  val_loss {row['val_loss']:.4f}  "
-            f"val_roc_auc {row['val_roc_auc']:.4f}  val_pr_auc {row['val_pr_auc']:.4f}")
-    return history
+
+    def loss(network: nn.Module, rows: Tensor):
+        rows = rows.to(config.device)
+        logits, aux = network(*(x[rows] for x in inputs), return_aux=True)
+        bce = F.binary_cross_entropy_with_logits(logits, labels[rows])
+        return bce + config.balance_weight * aux["load_balance"], bce
+
+    return fit(model, config, sample=lambda g: torch.randint(len(labels), (config.batch_size,), generator=g),
+               loss=loss, evaluate=lambda m: {f"val_{k}": v for k, v in evaluate(m, val_set, config).items()},
+               monitor=MONITOR, log=None if log is None else (lambda row: log(_epoch_line(row, config.epochs))),
+               seed_torch=True,  # the MoE's training-time gate noise
+               **options)
+
+
+def train(model: nn.Module, train_set: FraudDataset, val_set: FraudDataset, config: TrainConfig,
+          log: Optional[Callable[[str], None]] = print, **options) -> List[Dict[str, float]]:
+    """Train in place (see :func:`fit_model`); one validation line per epoch; return the per-epoch metrics."""
+    return fit_model(model, train_set, val_set, config, log, **options).history
 
 
 def baseline_report(train_set: FraudDataset, test_set: FraudDataset) -> Dict[str, float]:
@@ -234,8 +236,14 @@ def load_dataset(name: str, dataset: str, seed: int, max_len: int, n_accounts: i
 
 def _parser() -> argparse.ArgumentParser:
     parser = training_parser(MODEL_NAMES, tsa_data.DATASETS, "cdnow", "Train the fraud classifier on event "
-                             "sequences. On cdnow the labels are INJECTED anomalies (semi-synthetic).")
-    parser.add_argument("--d-model", type=positive(int), default=32)
+                             "sequences. On cdnow the labels are INJECTED anomalies (semi-synthetic).",
+                             config=TrainConfig)
+    parser.add_argument("--d-model", type=positive(int), default=32, help="model width")
+    parser.add_argument("--gate-noise", type=non_negative(float), default=1.0,
+                        help="std of the MoE's training-time gate noise (0: none; needed for a run that matches "
+                             "across process counts, the noise being drawn per process)")
+    parser.add_argument("--balance-weight", type=non_negative(float), default=TrainConfig.balance_weight,
+                        help="weight of the MoE load-balancing loss (a batch statistic: per process under torchrun)")
     parser.add_argument("--max-len", type=positive(int), default=16, help="events per window")
     parser.add_argument("--n-accounts", type=positive(int), default=3000, help="synthetic accounts")
     parser.add_argument("--anomaly-rate", type=positive(float), default=0.05,
@@ -252,8 +260,8 @@ def _reference_scores(dataset: FraudDataset, test_set: FraudDataset) -> Dict[str
             "oracle_test_pr_auc": average_precision(test_set.clean_labels, test_set.labels)}
 
 
-def _final_line(final: Dict[str, object]) -> str:
-    test, baseline = final["test"], final["baseline_logreg_last_event"]
+def _final_line(test: Dict[str, float], final: Dict[str, object]) -> str:
+    baseline = final["baseline_logreg_last_event"]
     line = (f"test roc_auc {test['roc_auc']:.4f} pr_auc {test['pr_auc']:.4f} | baseline (logistic regression, "
             f"last event's raw features) roc_auc {baseline['roc_auc']:.4f} pr_auc {baseline['pr_auc']:.4f}")
     if "bayes_optimal_roc_auc" in final:
@@ -270,17 +278,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DataUnavailable as exc:
         print(f"dataset {args.dataset} unavailable: {exc}", file=sys.stderr)
         return 1
-    print(f"dataset {dataset.name}: {len(dataset)} targets, {int(dataset.labels.sum())} positive; {dataset.note}")
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(f"dataset {dataset.name}: {len(dataset)} targets, {int(dataset.labels.sum())} positive; {dataset.note}")
     train_rows, val_rows, test_rows = tsa_data.split_by_group(dataset.groups, seed=args.seed)
     train_set, val_set, test_set = (dataset.subset(rows) for rows in (train_rows, val_rows, test_rows))
     torch.manual_seed(args.seed)
-    model = create_model(args.name, **dataset.spec.model_kwargs(), d_model=args.d_model, backend=args.backend)
-    config = TrainConfig.from_args(args)
-    history = train(model, train_set, val_set, config)
-    final = {"test": evaluate(model, test_set, config),
-             "baseline_logreg_last_event": baseline_report(train_set, test_set),
-             **_reference_scores(dataset, test_set)}
-    print(_final_line(final))
-    write_metrics(args.out, {"model": args.name, "dataset": dataset.name, "labels": dataset.note,
-                             "config": options(args), "epochs": history, "final": final})
+    model_kwargs = {**dataset.spec.model_kwargs(), "d_model": args.d_model, "gate_noise": args.gate_noise,
+                    "backend": args.backend}
+    model = create_model(args.name, **model_kwargs)
+    config = TrainConfig.from_args(args, balance_weight=args.balance_weight)
+    result = fit_model(model, train_set, val_set, config, log=say, checkpoint_dir=checkpoint_dir(args),
+                       resume=args.resume, quiet=args.quiet)
+    test = evaluate(model, test_set, config)
+    references = {"baseline_logreg_last_event": baseline_report(train_set, test_set),
+                  **_reference_scores(dataset, test_set)}
+    say(_final_line(test, references))
+    save_trained(args.out, args.name, model_kwargs, model)
+    write_metrics(args.out, report(model=args.name, dataset=dataset.name, config=config, model_kwargs=model_kwargs,
+                                   args=args, n_parameters=sum(p.numel() for p in model.parameters()), result=result,
+                                   monitor=MONITOR, final_split="test", final=test, references=references,
+                                   extra={"labels": dataset.note}))
     return 0

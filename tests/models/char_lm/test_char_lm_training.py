@@ -49,10 +49,12 @@ def test_cli_writes_deterministic_metrics(tmp_path, name, capsys):
     assert [e["epoch"] for e in first["epochs"]] == [1, 2]
     strip = [{k: v for k, v in e.items() if k != "seconds"} for e in first["epochs"]]
     assert strip == [{k: v for k, v in e.items() if k != "seconds"} for e in second["epochs"]]
-    assert first["sample"] == second["sample"] and len(first["sample"]) == 16 + 12
-    assert first["final"] == first["epochs"][-1]
-    assert first["optimum"] == pytest.approx(synthetic_corpus(seed=3).optimum)
-    assert capsys.readouterr().out.count("epoch ") == 4
+    assert first["extra"]["sample"] == second["extra"]["sample"] and len(first["extra"]["sample"]) == 16 + 12
+    best = first["epochs"][first["best_epoch"] - 1]
+    assert first["final"] == {"val": {"loss": best["val_loss"], "perplexity": best["val_perplexity"],
+                                      "bpc": best["val_bpc"]}} and first["final_split"] == "val"
+    assert first["references"]["optimum"] == pytest.approx(synthetic_corpus(seed=3).optimum)
+    assert sum(line.startswith("epoch ") for line in capsys.readouterr().out.splitlines()) == 4
 
 
 def test_cli_rejects_bad_options():

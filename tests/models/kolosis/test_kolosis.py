@@ -303,7 +303,8 @@ def test_cli_writes_per_epoch_metrics_and_is_deterministic(tmp_path, capsys):
     assert "epoch 1/2" in printed and "epoch 2/2" in printed and "γ" in printed and "α" in printed
     first, second = runs
     assert [e["val_nll"] for e in first["epochs"]] == [e["val_nll"] for e in second["epochs"]]
-    final = first["final"]
+    assert first["final_split"] == "val"
+    final = first["final"]["val"]
     assert final["val_ppl"] == pytest.approx(math.exp(final["val_nll"]))
     assert sum(final["fusion_weights"]) == pytest.approx(1.0) and len(final["fusion_weights"]) == 3
     assert torch.tensor(final["gamma"]).shape == (1, 2, 3)
@@ -312,5 +313,5 @@ def test_cli_writes_per_epoch_metrics_and_is_deterministic(tmp_path, capsys):
 
 def test_cli_baseline_reports_no_decay_stats(tmp_path):
     assert ktrain.main(["kolosis_baseline", *CLI_ARGS, "--epochs", "1", "--out", str(tmp_path)]) == 0
-    final = json.loads((tmp_path / "metrics.json").read_text())["final"]
+    final = json.loads((tmp_path / "metrics.json").read_text())["final"]["val"]
     assert final["gamma"] is None and final["alpha"] is None and len(final["fusion_weights"]) == 2

@@ -41,8 +41,8 @@ def run_cli(out):
 def test_cli_writes_deterministic_metrics(tmp_path, capsys):
     first, second = run_cli(tmp_path / "a"), run_cli(tmp_path / "b")
     assert [e["epoch"] for e in first["epochs"]] == [1, 2]
-    assert first["epochs"] == second["epochs"] and first["test"] == second["test"]
-    assert abs(first["test"]["nominal_coverage"] - 0.6) < 1e-12
+    assert first["epochs"] == second["epochs"] and first["final"] == second["final"]
+    assert first["final_split"] == "test" and abs(first["final"]["test"]["nominal_coverage"] - 0.6) < 1e-12
     assert set(first["references"]) == {"naive", "climatology", "oracle"}
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
     assert len(lines) == 4 and "val_pinball" in lines[0]

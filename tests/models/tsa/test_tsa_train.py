@@ -59,7 +59,8 @@ def test_cli_writes_metrics_and_is_deterministic(tmp_path, capsys):
     first, second = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
     assert first["epochs"] == second["epochs"] and first["final"] == second["final"]
     assert [row["epoch"] for row in first["epochs"]] == [1, 2]
-    assert {"test", "baseline_logreg_last_event", "bayes_optimal_roc_auc"} <= set(first["final"])
+    assert set(first["final"]) == {"test"} and first["final_split"] == "test"
+    assert {"baseline_logreg_last_event", "bayes_optimal_roc_auc"} <= set(first["references"])
     assert 0.0 <= first["final"]["test"]["roc_auc"] <= 1.0
 
 
