@@ -41,10 +41,10 @@ def attention_reference(q, k, v, *, scale: float, admissible: torch.Tensor, scor
         s = s + score_mod.to(acc)
     s = s.masked_fill(~admissible, float("-inf"))
     row_max = s.detach().amax(dim=-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max)  # NaN rows stay NaN
     e = torch.exp(s - row_max)
     denom = e.sum(dim=-1, keepdim=True)
-    nonempty = denom > 0
+    nonempty = denom != 0  # a NaN sum is a non-finite row, not an empty one: its NaN reaches out and lse
     safe_denom = torch.where(nonempty, denom, torch.ones_like(denom))
     p = e / safe_denom
     lse = torch.where(nonempty, row_max + torch.log(safe_denom), torch.full_like(denom, float("-inf"))).squeeze(-1)
