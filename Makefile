@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 BENCH_ARGS  ?= --quick
 
-.PHONY: test bench build venv clean
+.PHONY: test bench build venv clean docs
 
 venv: $(VENV)/.deps-installed
 
@@ -27,5 +27,16 @@ test: build
 bench: build
 	$(PY) -m tempattn.bench $(BENCH_ARGS)
 
+DOCS_DEPS := $(VENV)/.docs-deps-installed
+
+$(DOCS_DEPS): requirements-docs.txt $(VENV)/.deps-installed
+	$(PIP) install -q -r requirements-docs.txt
+	touch $@
+
+# The documentation (docs/) as HTML in docs/_build/html, warnings as errors. Its code blocks and
+# examples run in `make test` (tests/docs).
+docs: $(DOCS_DEPS)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
 clean:
-	rm -rf build *.egg-info tempattn/_C*.so
+	rm -rf build *.egg-info tempattn/_C*.so docs/_build
