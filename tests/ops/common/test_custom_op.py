@@ -46,27 +46,24 @@ def _sample_args(op, target, with_optionals, layout="contiguous"):
     return DECAY_ATTENTION.fwd_op, (q, k, v, lg, al, times, valid, key_bias, None, 1e-8, 0.0, 0, 0.35, backend)
 
 
-@pytest.mark.parametrize("target", TARGETS, ids=str)
-@pytest.mark.parametrize("with_optionals", [False, True])
-@pytest.mark.parametrize("op", OPS)
-def test_opcheck(op, with_optionals, target):
+def _sample_on_cpu_default(op, target, with_optionals, layout="contiguous"):
+    """_sample_args with torch's default device put back afterwards."""
     try:
-        fwd, args = _sample_args(op, target, with_optionals)
+        return _sample_args(op, target, with_optionals, layout)
     finally:
         torch.set_default_device("cpu")
-    torch.library.opcheck(fwd, args)
+
+
+# Without the optional tensors contiguously, and with them in every layout: the fakes promise what the kernels
+# return for every input layout (the backward's strides included).
+OPCHECK_CASES = [(False, "contiguous")] + [(True, layout) for layout in LAYOUTS]
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=str)
-@pytest.mark.parametrize("layout", LAYOUTS[1:])
+@pytest.mark.parametrize("with_optionals,layout", OPCHECK_CASES)
 @pytest.mark.parametrize("op", OPS)
-def test_opcheck_non_contiguous(op, layout, target):
-    """The fakes promise what the kernels return for every input layout (the backward's strides included)."""
-    try:
-        fwd, args = _sample_args(op, target, True, layout)
-    finally:
-        torch.set_default_device("cpu")
-    torch.library.opcheck(fwd, args)
+def test_opcheck(op, with_optionals, layout, target):
+    torch.library.opcheck(*_sample_on_cpu_default(op, target, with_optionals, layout))
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=str)
@@ -74,10 +71,7 @@ def test_opcheck_non_contiguous(op, layout, target):
 @pytest.mark.parametrize("op", OPS)
 def test_torch_compile_forward_and_backward_non_contiguous(op, layout, target):
     """Inductor checks every output's strides against the fake: a compiled training step over views."""
-    try:
-        fwd, args = _sample_args(op, target, True, layout)
-    finally:
-        torch.set_default_device("cpu")
+    fwd, args = _sample_on_cpu_default(op, target, True, layout)
     tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
 
     def loss(*call_args):
