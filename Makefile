@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 BENCH_ARGS  ?= --quick
 
-.PHONY: test bench build venv clean docs
+.PHONY: test test-isa bench bench-isa build venv package-check docs clean
 
 venv: $(VENV)/.deps-installed
 
@@ -16,16 +16,41 @@ $(VENV)/.deps-installed: requirements.txt
 	$(PIP) install -q -r requirements.txt
 	touch $@
 
+# Builds tempattn._C in place against the venv's torch (every CPU kernel ISA level this machine's
+# architecture has; TEMPATTN_CPU_BUILD_CAPABILITIES=default;avx2 etc. for fewer, see the README).
 build: venv
 	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install -q -e . --no-build-isolation
 
+# Everything at the widest CPU ISA level this machine runs, then the CPU kernels at each lower one.
 test: build
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 	$(PY) -m pytest benchmarks --benchmark-disable -q
 	TRITON_INTERPRET=1 $(PY) -m pytest tests/ops -k triton $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-isa
+
+# The CPU kernels' tests (tests/cpu, the contract suite's cpu-cpu target, the ISA dispatch checks) under
+# TEMPATTN_CPU_CAPABILITY=<level> for every level below the widest that this build and CPU can run
+# (`make test` ran them at the widest). Needs a build (`make build`).
+test-isa: venv
+	@set -e; levels="$$($(PY) -c 'import tempattn; print(*tempattn.backends()["cpu"]["capabilities"][:-1])')"; \
+	for level in $$levels; do \
+	  echo "== CPU kernels at TEMPATTN_CPU_CAPABILITY=$$level"; \
+	  TEMPATTN_CPU_CAPABILITY=$$level $(PY) -m pytest tests/cpu tests/packaging/test_cpu_capability.py -q $(PYTEST_ARGS); \
+	  TEMPATTN_CPU_CAPABILITY=$$level $(PY) -m pytest tests/ops -q -k cpu-cpu $(PYTEST_ARGS); \
+	done
+
+# A wheel and an sdist built from a clean copy of the checkout with default build isolation, installed
+# in a fresh venv and smoke-tested from outside the checkout, one benchmark case included
+# (tests/packaging/package_check.py).
+package-check: venv
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) tests/packaging/package_check.py
 
 bench: build
 	$(PY) -m tempattn.bench $(BENCH_ARGS)
+
+# The CPU kernels' speed at each ISA level at the headline shape (benchmarks/isa_speed.py).
+bench-isa: build
+	$(PY) benchmarks/isa_speed.py
 
 DOCS_DEPS := $(VENV)/.docs-deps-installed
 
@@ -39,4 +64,4 @@ docs: $(DOCS_DEPS)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 clean:
-	rm -rf build *.egg-info tempattn/_C*.so docs/_build
+	rm -rf build dist *.egg-info tempattn/_C*.so docs/_build tempattn-bench-report

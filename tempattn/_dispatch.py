@@ -69,7 +69,7 @@ def _cuda_reason():
 
 def _triton_reason():
     if not _HAS_TRITON:
-        return "triton is not installed"
+        return "triton is not installed: pip install 'tempattn[triton]'"
     if not _HAS_TRITON_KERNELS:
         return "the Triton kernels (tempattn.kernels) are not part of this build"
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
@@ -87,8 +87,25 @@ def _unavailable_reason(backend: str):
 
 
 def backends() -> dict:
-    """Availability of each backend: ``{name: {"available": bool, "reason": str | None}}``."""
-    return {name: {"available": (r := _unavailable_reason(name)) is None, "reason": r} for name in BACKENDS}
+    """Availability of each backend: ``{name: {"available": bool, "reason": str | None}}``.
+
+    The ``"cpu"`` entry also has ``"capability"``: the ISA level its kernels run at, ``"default"``,
+    ``"avx2"`` or ``"avx512"`` (the widest this CPU supports, or ``$TEMPATTN_CPU_CAPABILITY`` if
+    lower; chosen at the first call and kept), and ``"capabilities"``: the levels this build holds
+    and this CPU can run, lowest first. Both are None when the extension is not loaded; an invalid
+    ``TEMPATTN_CPU_CAPABILITY`` leaves ``"capability"`` None and says why in ``"capability_error"``.
+    """
+    status = {name: {"available": (r := _unavailable_reason(name)) is None, "reason": r} for name in BACKENDS}
+    cpu = status["cpu"]
+    cpu["capability"] = cpu["capabilities"] = None
+    ops = torch.ops.tempattn_C if _EXTENSION[0] and _EXTENSION[1] else None
+    if ops is not None and hasattr(ops, "cpu_capability"):  # (an extension built before the ISA levels lacks it)
+        cpu["capabilities"] = list(ops.cpu_capabilities())
+        try:
+            cpu["capability"] = ops.cpu_capability()
+        except (ValueError, RuntimeError) as exc:
+            cpu["capability_error"] = str(exc).splitlines()[0]
+    return status
 
 
 def _device_reason(backend: str, device: torch.device):

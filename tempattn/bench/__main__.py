@@ -12,11 +12,28 @@ import sys
 import time
 from pathlib import Path
 
-from . import convert, report
-from .cases import PROFILE_ENV
-from .results import Results, write_csv
 
-SUITE = Path(__file__).resolve().parents[2] / "benchmarks"
+def _require_bench_extra():
+    """The report needs matplotlib, the suite pytest and pytest-benchmark: the [bench] extra."""
+    import importlib.util
+    missing = [m for m in ("matplotlib", "pytest", "pytest_benchmark") if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.exit(f"python -m tempattn.bench needs {', '.join(missing)}: pip install 'tempattn[bench]'")
+
+
+_require_bench_extra()
+
+from . import convert, report  # noqa: E402  (after the check: report imports matplotlib)
+from .cases import PROFILE_ENV  # noqa: E402
+from .results import Results, write_csv  # noqa: E402
+
+# The suite: benchmarks/ of a checkout, else the copy installed with the package (tempattn/bench/suite).
+_CHECKOUT_SUITE = Path(__file__).resolve().parents[2] / "benchmarks"
+_INSTALLED_SUITE = Path(__file__).resolve().parent / "suite"
+INSTALLED = not (_CHECKOUT_SUITE / "conftest.py").is_file()
+SUITE = _INSTALLED_SUITE if INSTALLED else _CHECKOUT_SUITE
+# The report: SUITE/report in a checkout; from an installed package, under the current directory.
+DEFAULT_OUT = Path("tempattn-bench-report") if INSTALLED else SUITE / "report"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="T in {1024, 2048, 4096, 8192, 16384}")
     parser.set_defaults(profile="quick")
     parser.add_argument("--suite", type=Path, default=SUITE, help="benchmark suite directory (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=None, help="report directory (default: SUITE/report)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report directory (default: SUITE/report; ./tempattn-bench-report for the installed suite)")
     parser.add_argument("--from-json", type=Path, default=None, help="rebuild CSV and report from this raw JSON")
     parser.add_argument("-k", dest="keyword", default=None, help="pytest -k expression selecting cases")
     return parser.parse_args(argv)
@@ -58,7 +76,7 @@ def build_report(raw_path: Path, out_dir: Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out_dir = args.out or args.suite / "report"
+    out_dir = args.out or (DEFAULT_OUT if args.suite == SUITE else args.suite / "report")
     raw_path = args.from_json
     status = 0
     if raw_path is None:

@@ -2,7 +2,10 @@
 from pathlib import Path
 from typing import List
 
-import matplotlib
+try:
+    import matplotlib
+except ImportError as exc:  # an optional dependency: the [bench] extra
+    raise ImportError("tempattn.bench's report plots need matplotlib: pip install 'tempattn[bench]'") from exc
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after selecting the backend)

@@ -11,6 +11,8 @@
 // partials, which are then summed in chunk order. So every reduction runs in a fixed order
 // whatever the thread count (no atomics on floats). No buffer grows with Tq * Tk.
 #pragma once
+#include "cpu/common/capability.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -24,7 +26,7 @@
 #include "cpu/common/philox.h"
 #include "cpu/common/vec_utils.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 
 // A (B, H, T, X) tensor read row by row; the last dim has stride 1, the others are free.
@@ -656,4 +658,4 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
   });
 }
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

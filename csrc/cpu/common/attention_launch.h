@@ -1,6 +1,8 @@
 // From checked at::Tensor arguments to the attention core and back: output allocation, dtype
 // dispatch (accumulating in float32, or float64 for float64 inputs) and the modifier hook-up.
 #pragma once
+#include "cpu/common/capability.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -13,7 +15,7 @@
 #include "cpu/common/block_cache.h"
 #include "cpu/common/checks.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 // One operator call's tensors and configuration, already checked.
 struct AttentionCall {
@@ -111,4 +113,4 @@ BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, 
   return r;
 }
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

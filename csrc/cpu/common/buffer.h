@@ -2,6 +2,7 @@
 // kernels' own O(T) buffers show up in torch's memory profiler next to their outputs, and large
 // ones are reused across calls instead of faulted in afresh.
 #pragma once
+#include "cpu/common/capability.h"
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
@@ -11,7 +12,7 @@
 
 #include "cpu/common/block_cache.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 template <typename T>
 class Buffer {
@@ -42,4 +43,4 @@ class Buffer {
   int64_t size_ = 0;
 };
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

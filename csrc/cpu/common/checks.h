@@ -1,5 +1,7 @@
 // Argument checks of the CPU operators, with messages naming the argument, expected vs actual.
 #pragma once
+#include "cpu/common/capability.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
@@ -9,7 +11,7 @@
 #include <optional>
 #include <string>
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 inline at::ScalarType accumulate_dtype(at::ScalarType t) {
   return t == at::kDouble ? at::kDouble : at::kFloat;
@@ -133,4 +135,4 @@ inline void check_times_values(const char* op, const at::Tensor& times) {
   });
 }
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

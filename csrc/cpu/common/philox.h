@@ -1,9 +1,11 @@
 // Philox4x32-10 dropout keep mask, bit for bit the definition in tempattn/ops/common/philox.py.
 #pragma once
+#include "cpu/common/capability.h"
+
 #include <algorithm>
 #include <cstdint>
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 // First output word of Philox4x32-10 for counter (c0, c1, c2, c3) and key (k0, k1).
 inline uint32_t philox_first_word(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
@@ -45,4 +47,4 @@ struct DropoutMask {
   }
 };
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

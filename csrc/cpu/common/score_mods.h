@@ -12,12 +12,14 @@
 //                                                       (float64: parameter gradients sum over B*T*T)
 // The core only calls them on keys admissible by index (0 <= p - j for causal operators).
 #pragma once
+#include "cpu/common/capability.h"
+
 #include <cstdint>
 #include <vector>
 
 #include "cpu/common/vec_utils.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 // Plain attention: no modifier, no parameter gradient.
 struct NoMod {
@@ -72,4 +74,4 @@ struct OffsetTableMod {
   }
 };
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

@@ -1,6 +1,8 @@
 // Vectorised building blocks of the tiled attention core: a register-blocked GEMM on packed
 // tiles, exp over a row, and conversions between the input dtype and the accumulation dtype.
 #pragma once
+#include "cpu/common/capability.h"
+
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
@@ -11,7 +13,7 @@
 #include <limits>
 #include <type_traits>
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 
 template <typename T>
 constexpr int64_t vec_size() {
@@ -274,4 +276,4 @@ void store_row(const acc_t* src, int64_t n, acc_t factor, scalar_t* dst) {
   for (int64_t c = 0; c < n; ++c) dst[c] = static_cast<scalar_t>(src[c] * factor);
 }
 
-}  // namespace tempattn::cpu
+}  // namespace tempattn::cpu::CPU_CAPABILITY

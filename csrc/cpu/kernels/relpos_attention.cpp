@@ -1,12 +1,16 @@
 // relpos_attention on the CPU: the tiled attention core with a relative-position bias looked up
 // per offset, m = rel_bias[h, min(Delta, R - 1)].
+// Compiled once per ISA level into tempattn::cpu::<level> (cpu/common/capability.h); the
+// operator is registered once, in cpu/bindings.cpp.
+#include "cpu/common/capability.h"
+
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include "cpu/common/attention_launch.h"
 #include "cpu/common/score_mods.h"
+#include "cpu/dispatch.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 namespace {
 
 AttentionCall relpos_call(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -81,19 +85,8 @@ std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const a
 }
 
 }  // namespace
-}  // namespace tempattn::cpu
 
-TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
-  m.def(
-      "relpos_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, "
-      "int? window, float dropout_p, int seed, float scale) -> (Tensor, Tensor)");
-  m.def(
-      "relpos_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
-      "Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, int? window, float dropout_p, int seed, float scale) "
-      "-> Tensor[]");
-}
+// This level's entry points (declared in cpu/dispatch.h), constant-initialised.
+const RelposAttentionKernels relpos_attention_kernels{&relpos_attention_fwd, &relpos_attention_bwd};
 
-TORCH_LIBRARY_IMPL(tempattn_C, CPU, m) {
-  m.impl("relpos_attention_fwd", &tempattn::cpu::relpos_attention_fwd);
-  m.impl("relpos_attention_bwd", &tempattn::cpu::relpos_attention_bwd);
-}
+}  // namespace tempattn::cpu::CPU_CAPABILITY

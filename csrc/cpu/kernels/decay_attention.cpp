@@ -2,15 +2,19 @@
 // decays, m = log(sum_s a_hs * gamma_hs^Delta + eps). With position offsets the modifier is
 // tabulated per (h, Delta) (an OffsetTableMod, O(H * Tk)); with timestamps it is evaluated per
 // score (TimesDecayMod).
+// Compiled once per ISA level into tempattn::cpu::<level> (cpu/common/capability.h); the
+// operator is registered once, in cpu/bindings.cpp.
+#include "cpu/common/capability.h"
+
 #include <ATen/ops/empty.h>
-#include <torch/library.h>
 
 #include <cmath>
 
 #include "cpu/common/attention_launch.h"
 #include "cpu/common/score_mods.h"
+#include "cpu/dispatch.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 namespace {
 
 // The per-head mixture: log a_hs = log_softmax(alpha_logits[h]), log_gamma (H, S), log eps.
@@ -265,20 +269,8 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
 }
 
 }  // namespace
-}  // namespace tempattn::cpu
 
-TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
-  m.def(
-      "decay_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor log_gamma, Tensor alpha_logits, Tensor? times, "
-      "Tensor? key_valid, Tensor? key_bias, int? window, float eps, float dropout_p, int seed, float scale) "
-      "-> (Tensor, Tensor)");
-  m.def(
-      "decay_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
-      "Tensor log_gamma, Tensor alpha_logits, Tensor? times, Tensor? key_valid, Tensor? key_bias, int? window, "
-      "float eps, float dropout_p, int seed, float scale) -> Tensor[]");
-}
+// This level's entry points (declared in cpu/dispatch.h), constant-initialised.
+const DecayAttentionKernels decay_attention_kernels{&decay_attention_fwd, &decay_attention_bwd};
 
-TORCH_LIBRARY_IMPL(tempattn_C, CPU, m) {
-  m.impl("decay_attention_fwd", &tempattn::cpu::decay_attention_fwd);
-  m.impl("decay_attention_bwd", &tempattn::cpu::decay_attention_bwd);
-}
+}  // namespace tempattn::cpu::CPU_CAPABILITY

@@ -1,10 +1,13 @@
 // masked_sdpa on the CPU: the tiled attention core with no score modifier.
-#include <torch/library.h>
+// Compiled once per ISA level into tempattn::cpu::<level> (cpu/common/capability.h); the
+// operator is registered once, in cpu/bindings.cpp.
+#include "cpu/common/capability.h"
 
 #include "cpu/common/attention_launch.h"
 #include "cpu/common/score_mods.h"
+#include "cpu/dispatch.h"
 
-namespace tempattn::cpu {
+namespace tempattn::cpu::CPU_CAPABILITY {
 namespace {
 
 AttentionCall masked_sdpa_call(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -40,18 +43,8 @@ std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Te
 }
 
 }  // namespace
-}  // namespace tempattn::cpu
 
-TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
-  m.def(
-      "masked_sdpa_fwd(Tensor q, Tensor k, Tensor v, Tensor? key_valid, Tensor? key_bias, bool causal, "
-      "float dropout_p, int seed, float scale) -> (Tensor, Tensor)");
-  m.def(
-      "masked_sdpa_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor? key_valid, "
-      "Tensor? key_bias, bool causal, float dropout_p, int seed, float scale) -> Tensor[]");
-}
+// This level's entry points (declared in cpu/dispatch.h), constant-initialised.
+const MaskedSdpaKernels masked_sdpa_kernels{&masked_sdpa_fwd, &masked_sdpa_bwd};
 
-TORCH_LIBRARY_IMPL(tempattn_C, CPU, m) {
-  m.impl("masked_sdpa_fwd", &tempattn::cpu::masked_sdpa_fwd);
-  m.impl("masked_sdpa_bwd", &tempattn::cpu::masked_sdpa_bwd);
-}
+}  // namespace tempattn::cpu::CPU_CAPABILITY
