@@ -1,22 +1,34 @@
 """The tiled online-softmax attention kernels (forward, dK/dV, dQ) shared by the three operators.
 
 Grid: (query or key tiles, B * H). q/k/v/do may have any strides but the last; all
-offsets are int64. Parameter gradients are written per row (dQ pass) or per key
+offsets are int64. Parameter gradients are written per query tile (dQ pass) or per key
 (dK/dV pass) and reduced on the host in a fixed order: no atomics, so the backward is
 bitwise reproducible. The score modifier (``MOD``, see score_mods.py) reads its parameters
 from ``PARAM_0`` / ``PARAM_1`` and writes its gradient partials to ``PARTIAL_0`` / ``PARTIAL_1``.
 
+Scores are kept in base 2 (FlashAttention-2): ``s2 = log2(e) * (scale * q.k + m_ij + key_bias_j)``
+with log2(e) folded into the dot's scale, so every exponential is an ``exp2``; lse is stored in
+natural log. A causal loop over key (or query) tiles is split into the tiles that causality admits
+whole, where the causal comparison is skipped, and the tiles on the diagonal, which get it (the
+bounds, the key mask and the window's comparison stay in both).
+
 Non-finite inputs (docs/contract.md): admissibility (masks, causal, window) is tracked apart from the
-score value, so a NaN score propagates instead of removing its key, and every product whose
-left operand is zero outside the admissible set goes through ``_dot_admissible`` so that a
-non-finite q / k / v / dO never leaks into rows or keys that cannot see it.
+score value, so a NaN score propagates instead of removing its key. The loops use plain dots, where
+a non-finite v (k, q, dO) would leak as 0 * NaN into rows (keys) that cannot see it; it always leaves
+the tile's accumulator non-finite, so a tile that ends non-finite is redone by an exact pass
+(``_fwd_exact``, ``_dkdv_exact``, ``_dq_exact``: one row or key at a time, IEEE products over the
+admissible pairs only, no tensor cores, a function of its own so that its registers do not weigh
+on the loop's). Tiles of finite inputs never take that branch.
 """
 import triton
 import triton.language as tl
 
-from .score_mods import admissible, dropout_keep, grad_init, grad_store, grad_tile, partial_rows, score_mod
+from .score_mods import (MOD_NONE, admissible, dropout_keep, grad_finish, grad_init, grad_tile, partial_tile,
+                         score_mod)
 
 FLT_MAX: tl.constexpr = tl.constexpr(3.4028234663852886e38)  # the largest finite float32
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
@@ -33,130 +45,199 @@ def _store_tile(PTR, value, o_r, o_c, stride_r, n_r, n_c):
 
 
 @triton.jit
-def _key_range(i_m, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-               WINDOWED: tl.constexpr):
-    """[lo, hi) of the key tiles a query tile can attend to (causal and window skipping)."""
+def _key_ranges(i_m, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                WINDOWED: tl.constexpr):
+    """(lo, mid, hi) for query tile i_m: [lo, hi) holds every key tile it may admit; causality admits
+    every (row, key) pair of the tiles in [lo, mid) (no causal mask there), [mid, hi) are the tiles on
+    the diagonal. lo and mid are multiples of BLOCK_N, so lo, lo + BLOCK_N, ... visits both in order."""
+    m0 = i_m * BLOCK_M
+    shift = Tk - Tq
     lo = 0
     hi = Tk
     if CAUSAL:
-        hi = tl.minimum(Tk, (i_m + 1) * BLOCK_M + Tk - Tq)
+        hi = tl.minimum(Tk, m0 + BLOCK_M + shift)
     if WINDOWED:
-        lo = tl.maximum(0, i_m * BLOCK_M + Tk - Tq - window) // BLOCK_N * BLOCK_N
-    return lo, hi
+        lo = tl.maximum(0, m0 + shift - window) // BLOCK_N * BLOCK_N
+    hi = tl.maximum(hi, lo)
+    mid = hi
+    if CAUSAL:  # n0 + BLOCK_N - 1 <= the tile's first row position
+        mid = tl.maximum(tl.minimum(tl.maximum(m0 + shift + 1, 0) // BLOCK_N * BLOCK_N, hi), lo)
+    return lo, mid, hi
 
 
 @triton.jit
-def _query_range(i_n, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
-                 WINDOWED: tl.constexpr):
-    """[lo, hi) of the query tiles that can attend to a key tile."""
+def _query_ranges(i_n, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+                  WINDOWED: tl.constexpr):
+    """(lo, mid, hi) of the query tiles for key tile i_n: [lo, mid) on the causal diagonal, [mid, hi)
+    below it (no causal mask); lo and mid are multiples of BLOCK_M."""
+    n0 = i_n * BLOCK_N
+    shift = Tk - Tq
     lo = 0
     hi = Tq
     if CAUSAL:
-        lo = tl.maximum(0, i_n * BLOCK_N - (Tk - Tq)) // BLOCK_M * BLOCK_M
+        lo = tl.maximum(0, n0 - shift) // BLOCK_M * BLOCK_M
     if WINDOWED:
-        hi = tl.minimum(Tq, (i_n + 1) * BLOCK_N + window - (Tk - Tq))
-    return lo, hi
+        hi = tl.minimum(Tq, n0 + BLOCK_N + window - shift)
+    hi = tl.maximum(hi, lo)
+    mid = lo
+    if CAUSAL:  # m0 >= the tile's last key - shift
+        mid = tl.minimum(tl.cdiv(tl.maximum(0, n0 + BLOCK_N - 1 - shift), BLOCK_M) * BLOCK_M, hi)
+    return lo, mid, hi
 
 
 @triton.jit
-def _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
-            window, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+def _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R,
+            log_eps, window, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
             HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
             PRECISION: tl.constexpr):
-    """([BLOCK_M, BLOCK_N] float32 scores with every modifier, -inf where not admissible; admissibility).
+    """([BLOCK_M, BLOCK_N] float32 base-2 scores with every modifier, -inf where not admissible; admissibility)."""
+    s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * qk_scale
+    return _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps, window,
+                   MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
 
-    Admissibility comes from the masks, causality and the window only: a NaN or infinite score of an
-    admissible key stays in ``s`` and propagates, it never makes the key inadmissible.
+
+@triton.jit
+def _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps, window,
+            MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+            HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr):
+    """The scaled base-2 dot ``s`` ([rows, keys]) with the modifier and the key bias added, -inf where not
+    admissible; and the admissibility.
+
+    Admissibility comes from the bounds, masks, causality (``CAUSAL``: False in tiles that it admits
+    whole) and the window only: a NaN or infinite score of an admissible key stays in ``s`` and
+    propagates, it never makes the key inadmissible.
     """
-    s = tl.dot(b_q, tl.trans(b_k), input_precision=PRECISION) * scale
-    s += score_mod(PARAM_0, PARAM_1, i_h, p_m, o_n, Tk, TIMES_ROW, R, log_eps, MOD, S, HAS_TIMES, HAS_EPS)
+    if MOD != MOD_NONE:
+        s += score_mod(PARAM_0, PARAM_1, i_h, p_m, o_n, Tk, TIMES_ROW, R, log_eps, MOD, S, HAS_TIMES,
+                       HAS_EPS) * LOG2E
     if HAS_BIAS:
-        s += tl.load(KB_ROW + o_n, mask=o_n < Tk, other=0.0).to(tl.float32)[None, :]
+        s += (tl.load(KB_ROW + o_n, mask=o_n < Tk, other=0.0).to(tl.float32) * LOG2E)[None, :]
     ok = admissible(o_m, p_m, o_n, Tq, Tk, VALID_ROW, window, CAUSAL, WINDOWED, HAS_VALID)
     return tl.where(ok, s, float("-inf")), ok
 
 
 @triton.jit
-def _dot_admissible(acc, a, b, ok, PRECISION: tl.constexpr):
-    """acc + a @ b, where ``a`` is a probability / dS tile that is 0 wherever ``ok`` is False.
+def _has_non_finite(x):
+    """True if any entry of the tile is NaN or +-inf (a uniform scalar: the whole program branches on it)."""
+    return tl.min(tl.where(tl.abs(x) < float("inf"), 1, 0)) == 0
 
-    A plain dot would turn a non-finite b[j, d] into 0 * NaN = NaN for every row i of the tile,
-    also rows that cannot see j. b is taken with its non-finite entries zeroed, and only a tile that
-    holds one adds their products over the admissible (i, j) (``_non_finite_products``).
-    """
-    finite = tl.abs(b) < float("inf")  # False for NaN and +-inf
-    acc += tl.dot(a.to(b.dtype), tl.where(finite, b, 0.0).to(b.dtype), input_precision=PRECISION)
-    if tl.min(finite.to(tl.int32)) == 0:
-        acc += _non_finite_products(a, b, ok)
-    return acc
 
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _non_finite_products(a, b, ok):
-    """sum_j a[i, j] * b[j, d] over the admissible (i, j) and the non-finite b[j, d] only, as IEEE gives it
-    for a >= 0: +inf / -inf where positive a meet infinities of one sign, NaN where they meet both, where
-    b is NaN, or where an a <= 0 or NaN meets an infinity (0 * inf; a negative a also reads NaN there).
+def _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV, R,
+              window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+              CAUSAL_MASK: tl.constexpr, MOD: tl.constexpr, S: tl.constexpr, WINDOWED: tl.constexpr,
+              HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
+              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+              HEAD_DIM_V: tl.constexpr):
+    """One key tile of the forward's online softmax (base 2), with a plain P @ V."""
+    o_n = n0 + tl.arange(0, BLOCK_N)
+    b_k = _tile(K_BH, o_n, tl.arange(0, HEAD_DIM), stride_kn, Tk, D)
+    b_v = _tile(V_BH, o_n, tl.arange(0, HEAD_DIM_V), stride_vn, Tk, DV)
+    s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                    R, log_eps, window, MOD, S, CAUSAL_MASK, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                    PRECISION)
+    # m_i is the running max of the non-NaN scores (never NaN: tl.max skips NaN, and an all-NaN
+    # tile row counts as -inf), so it may jump by any amount and alpha = exp2(m_i - m_new) stays
+    # exact (0 for a jump past ~150). A NaN score reaches l_i and acc through its p = exp2(NaN).
+    # A +inf score is clamped to FLT_MAX (NaN kept), so that it weighs exp2(0) = 1 instead of
+    # exp2(inf - inf) = NaN and l_i keeps telling NaN rows apart; m_i = FLT_MAX marks its row.
+    s = tl.minimum(s, FLT_MAX, propagate_nan=tl.PropagateNan.ALL)
+    m_tile = tl.max(s, 1)
+    m_new = tl.maximum(m_i, tl.where(m_tile == m_tile, m_tile, float("-inf")))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # nothing above -inf so far: exp2() gives 0, not NaN
+    b_p = tl.math.exp2(s - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(b_p, 1)
+    if DROPOUT:
+        b_p = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_p * drop_scale, 0.0)
+    acc = tl.dot(b_p.to(b_v.dtype), b_v, acc * alpha[:, None], input_precision=PRECISION)
+    return acc, l_i, m_new
 
-    One dot counts the cases exactly: left 1 (a > 0) or 2^14 (other admissible), right 1 (+inf), 2^7
-    (-inf) or 2^14 (NaN), so c < 2^14 is 128 * (#-inf) + (#+inf) over positive a, and c >= 2^14 is NaN.
-    """
-    left = tl.where(ok & (a > 0), 1.0, tl.where(ok, 16384.0, 0.0)).to(tl.float16)
-    right = tl.where(b == float("inf"), 1.0, tl.where(b == float("-inf"), 128.0, tl.where(b != b, 16384.0, 0.0)))
-    c = tl.dot(left, right.to(tl.float16))  # 0/1/2^7/2^14 operands: exact in float16, float32 accumulation
-    n = tl.minimum(c, 16383.0).to(tl.int32)
-    pos, neg = (n & 127) > 0, n >= 128
-    value = tl.where(neg, float("-inf"), tl.where(pos, float("inf"), 0.0))
-    return tl.where((c >= 16384.0) | (pos & neg), float("nan"), value)
+
+@triton.jit(noinline=True)
+def _fwd_exact(m0, lo, hi, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm, stride_kn, stride_vn, stride_om, i_b, i_h,
+               Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+               PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
+               WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr,
+               HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """out of query tile m0 again, one row at a time, from the stored lse: P = exp(s - lse), and
+    out_i = sum over the admissible j of P_ij * v_j with IEEE products (0 * NaN = NaN there, and
+    nowhere else). Rare (tiles that met a non-finite value), so written for few registers and no
+    tensor cores: a function of its own (not inlined), loops with run-time trip counts."""
+    o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
+    for i in range(m0, tl.minimum(m0 + BLOCK_M, Tq)):
+        o_m = i + tl.arange(0, 1)
+        p_m = o_m + (Tk - Tq)
+        b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
+        b_lse = tl.load(LSE_BH + o_m)
+        b_lse2 = tl.where(b_lse == float("-inf"), 0.0, b_lse * LOG2E)
+        acc = tl.zeros([HEAD_DIM_V], dtype=tl.float32)
+        for n0 in range(lo, hi, BLOCK_N):
+            o_n = n0 + tl.arange(0, BLOCK_N)
+            b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D).to(tl.float32)
+            b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV).to(tl.float32)
+            s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
+            s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
+                            window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
+            b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+            if DROPOUT:
+                b_p = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_p * drop_scale, 0.0)
+            acc += tl.sum(tl.where(tl.trans(ok), tl.trans(b_p) * b_v, 0.0), 0)
+        # NaN / +inf lse: a NaN or +inf score in the row, whose out is NaN
+        bad = tl.max(((b_lse != b_lse) | (b_lse == float("inf"))).to(tl.int32), 0) > 0
+        acc = tl.where(bad, float("nan"), acc)
+        _store_tile(OUT_BH, acc[None, :], o_m, o_dv, stride_om, Tq, DV)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr", "TQ_BUCKET", "TK_BUCKET"])
 def attention_fwd_kernel(
     Q, K, V, OUT, LSE, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
-    H, Tq, Tk, D, DV, R, window, scale, log_eps, seed, drop_thr, drop_scale,
+    H, Tq, Tk, D, DV, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
+    TQ_BUCKET, TK_BUCKET,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_V: tl.constexpr,
 ):
+    """out and lse for one query tile. TQ_BUCKET / TK_BUCKET: unused here, the autotuner's length key.
+
+    The loop uses plain dots; a tile whose accumulator ends non-finite (a non-finite v, or a NaN
+    row) has its out redone by ``_fwd_exact``.
+    """
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_h64 = i_b.to(tl.int64), i_h.to(tl.int64)
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
     p_m = o_m + (Tk - Tq)
-    o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
-    b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, o_d, stride_qm, Tq, D)
+    o_dv = tl.arange(0, HEAD_DIM_V)
+    b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
     K_BH, V_BH = K + i_b64 * stride_kb + i_h64 * stride_kh, V + i_b64 * stride_vb + i_h64 * stride_vh
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh.to(tl.int64) * Tk
+    qk_scale = scale * LOG2E
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_V], dtype=tl.float32)
-    lo, hi = _key_range(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    for n0 in range(lo, hi, BLOCK_N):
-        o_n = n0 + tl.arange(0, BLOCK_N)
-        b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D)
-        b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV)
-        s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-                        R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
-                        PRECISION)
-        # m_i is the running max of the non-NaN scores (never NaN: tl.max skips NaN, and an all-NaN
-        # tile row counts as -inf), so it may jump by any amount and alpha = exp(m_i - m_new) stays
-        # exact (0 for a jump past ~104). A NaN score reaches l_i and acc through its p = exp(NaN).
-        # A +inf score is clamped to FLT_MAX (NaN kept), so that it weighs exp(0) = 1 instead of
-        # exp(inf - inf) = NaN and l_i keeps telling NaN rows apart; m_i = FLT_MAX marks its row.
-        s = tl.minimum(s, FLT_MAX, propagate_nan=tl.PropagateNan.ALL)
-        m_tile = tl.max(s, 1)
-        m_new = tl.maximum(m_i, tl.where(m_tile == m_tile, m_tile, float("-inf")))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # nothing above -inf so far: exp() gives 0, not NaN
-        b_p = tl.exp(s - m_use[:, None])
-        alpha = tl.exp(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(b_p, 1)
-        if DROPOUT:
-            b_p = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_p * drop_scale, 0.0)
-        acc = _dot_admissible(acc * alpha[:, None], b_p, b_v, ok, PRECISION)
-        m_i = m_new
+    lo, mid, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+    for n0 in range(lo, mid, BLOCK_N):  # below the causal diagonal (all of [lo, hi) without causality)
+        acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
+                                  Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
+                                  KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, WINDOWED, HAS_VALID, HAS_BIAS,
+                                  HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+    if CAUSAL:
+        for n0 in range(mid, hi, BLOCK_N):  # on the diagonal: causal mask
+            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h,
+                                      Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
+                                      VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, True, MOD, S, WINDOWED,
+                                      HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM,
+                                      HEAD_DIM_V)
 
     # l_i == 0 exactly iff the row has no admissible key (or only keys at -inf, e.g. key_bias = -inf):
     # out = 0 (acc is 0 there, unless a non-finite v of an admissible key made it NaN) and lse = -inf.
@@ -166,21 +247,32 @@ def attention_fwd_kernel(
     empty = l_i == 0.0
     inf_row = m_i == FLT_MAX
     out = tl.where(inf_row[:, None], float("nan"), acc / tl.where(empty, 1.0, l_i)[:, None])
-    _store_tile(OUT + i_b64 * stride_ob + i_h64 * stride_oh, out, o_m, o_dv, stride_om, Tq, DV)
-    lse = tl.where(inf_row, tl.where(l_i == l_i, float("inf"), float("nan")), m_i + tl.log(l_i))
+    OUT_BH, LSE_BH = OUT + i_b64 * stride_ob + i_h64 * stride_oh, LSE + i_bh.to(tl.int64) * Tq
+    _store_tile(OUT_BH, out, o_m, o_dv, stride_om, Tq, DV)
+    lse = tl.where(inf_row, tl.where(l_i == l_i, float("inf"), float("nan")), (m_i + tl.log2(l_i)) * LN2)
     lse = tl.where(empty, float("-inf"), lse)
-    tl.store(LSE + i_bh.to(tl.int64) * Tq + o_m, lse, mask=o_m < Tq)
+    tl.store(LSE_BH + o_m, lse, mask=o_m < Tq)
+    if _has_non_finite(acc):  # a non-finite v (or a NaN row): redo out with v's non-finite values kept apart
+        tl.debug_barrier()  # the lse stored above, read back by other threads
+        _fwd_exact(i_m * BLOCK_M, lo, hi, Q + i_b64 * stride_qb + i_h64 * stride_qh, K_BH, V_BH, OUT_BH, LSE_BH,
+                   stride_qm, stride_kn, stride_vn, stride_om, i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps,
+                   seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, CAUSAL,
+                   WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N, HEAD_DIM,
+                   HEAD_DIM_V)
 
+
+# ---------------------------------------------------------------------------------------------
+# Backward: P and dS recomputed from the saved lse
+# ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _probabilities(s, ok, b_lse, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
+def _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
                    DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
-    """(P after dropout, dS) of a tile, recomputed from the saved row log-sum-exp; both 0 where not ``ok``.
-
-    A NaN row (NaN lse or delta) or a non-finite dO / v gives NaN P / dS on the admissible entries only.
+    """(P after dropout, dS) of a tile from its base-2 scores and the rows' base-2 log-sum-exp
+    (``_lse2``); both 0 where not ``ok``. A NaN row (NaN lse or delta) or a non-finite dO / v gives
+    NaN P / dS on the admissible entries only (dP's column j depends on v_j alone).
     """
-    b_lse = tl.where(b_lse == float("-inf"), 0.0, b_lse)  # empty rows: every s is -inf, so P stays 0
-    b_p = tl.where(ok, tl.exp(s - b_lse[:, None]), 0.0)
+    b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
     b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=PRECISION)
     b_pd = b_p
     if DROPOUT:
@@ -191,17 +283,49 @@ def _probabilities(s, ok, b_lse, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, d
 
 
 @triton.jit
+def _lse2(LSE_BH, o_m, Tq):
+    """The rows' saved lse in base 2; empty rows (lse = -inf, every s is -inf) read 0 so that P stays 0."""
+    b_lse = tl.load(LSE_BH + o_m, mask=o_m < Tq, other=0.0)
+    return tl.where(b_lse == float("-inf"), 0.0, b_lse * LOG2E)
+
+
+@triton.jit
+def _dkdv_tile(m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+               R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+               TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+               HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
+               DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+               HEAD_DIM_V: tl.constexpr):
+    """(q, dO, P after dropout, dS, admissibility) of query tile m0 against the key tile."""
+    o_m = m0 + tl.arange(0, BLOCK_M)
+    p_m = o_m + (Tk - Tq)
+    b_q = _tile(Q_BH, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
+    b_do = _tile(DO_BH, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
+    b_lse2 = _lse2(LSE_BH, o_m, Tq)
+    b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
+    s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                    R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, PRECISION)
+    b_pd, b_ds = _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
+                                DROPOUT, PRECISION)
+    return b_q, b_do, b_pd, b_ds, ok
+
+
+@triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dkdv_kernel(
     Q, K, V, DO, LSE, DELTA, DK, DV, DKB, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
-    H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed, drop_thr, drop_scale,
+    H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_V: tl.constexpr,
 ):
-    """dK, dV (contiguous (B, H, Tk, .)) and d key_bias (B, H, Tk) for one key tile."""
+    """dK, dV (contiguous (B, H, Tk, .)) and d key_bias (B, H, Tk) for one key tile.
+
+    Plain dots in the loop; a key tile whose dK or dV ends non-finite is redone with non-finite q / dO
+    kept to the keys that admit them (d key_bias only sums dS, which is exact either way).
+    """
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
@@ -210,76 +334,207 @@ def attention_bwd_dkdv_kernel(
     b_k = _tile(K + i_b64 * stride_kb + i_h64 * stride_kh, o_n, o_d, stride_kn, Tk, D)
     b_v = _tile(V + i_b64 * stride_vb + i_h64 * stride_vh, o_n, o_dv, stride_vn, Tk, DV_DIM)
     Q_BH, DO_BH = Q + i_b64 * stride_qb + i_h64 * stride_qh, DO + i_b64 * stride_dob + i_h64 * stride_doh
+    LSE_BH, DELTA_BH = LSE + i_bh64 * Tq, DELTA + i_bh64 * Tq
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
+    qk_scale = scale * LOG2E
 
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM_V], dtype=tl.float32)
     dkb = tl.zeros([BLOCK_N], dtype=tl.float32)
-    lo, hi = _query_range(i_n, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    for m0 in range(lo, hi, BLOCK_M):
-        o_m = m0 + tl.arange(0, BLOCK_M)
-        p_m = o_m + (Tk - Tq)
-        b_q = _tile(Q_BH, o_m, o_d, stride_qm, Tq, D)
-        b_do = _tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM)
-        b_lse = tl.load(LSE + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
-        b_delta = tl.load(DELTA + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
-        s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-                        R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
-                        PRECISION)
-        b_pd, b_ds = _probabilities(s, ok, b_lse, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr,
-                                    drop_scale, DROPOUT, PRECISION)
-        ok_t = tl.trans(ok)
-        dv = _dot_admissible(dv, tl.trans(b_pd), b_do, ok_t, PRECISION)
-        dk = _dot_admissible(dk, tl.trans(b_ds), b_q, ok_t, PRECISION)
+    lo, mid, hi = _query_ranges(i_n, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+    if CAUSAL:
+        for m0 in range(lo, mid, BLOCK_M):  # on the diagonal: causal mask
+            b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
+                m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+                R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                BLOCK_M, HEAD_DIM, HEAD_DIM_V)
+            dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
+            dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
+            if HAS_BIAS:
+                dkb += tl.sum(b_ds, 0)
+    for m0 in range(mid, hi, BLOCK_M):  # below the causal diagonal (all of [lo, hi) without causality)
+        b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
+            m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM, R,
+            window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+            MOD, S, False, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_M, HEAD_DIM,
+            HEAD_DIM_V)
+        dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
+        dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
         if HAS_BIAS:
             dkb += tl.sum(b_ds, 0)
-    _store_tile(DK + i_bh64 * Tk * D, dk * scale, o_n, o_d, D, Tk, D)
-    _store_tile(DV + i_bh64 * Tk * DV_DIM, dv, o_n, o_dv, DV_DIM, Tk, DV_DIM)
+    DK_BH, DV_BH = DK + i_bh64 * Tk * D, DV + i_bh64 * Tk * DV_DIM
+    _store_tile(DK_BH, dk * scale, o_n, o_d, D, Tk, D)
+    _store_tile(DV_BH, dv, o_n, o_dv, DV_DIM, Tk, DV_DIM)
     if HAS_BIAS:
         tl.store(DKB + i_bh64 * Tk + o_n, dkb, mask=o_n < Tk)
+    if _has_non_finite(dk) | _has_non_finite(dv):
+        # a non-finite q / dO (or a NaN row): redo dK and dV with the non-finite values kept to the keys
+        # that admit them
+        _dkdv_exact(i_n * BLOCK_N, lo, hi, K + i_b64 * stride_kb + i_h64 * stride_kh,
+                    V + i_b64 * stride_vb + i_h64 * stride_vh, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV_BH,
+                    stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
+                    qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                    MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
+                    HEAD_DIM, HEAD_DIM_V)
+
+
+@triton.jit(noinline=True)
+def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV_BH, stride_qm, stride_kn, stride_vn,
+                stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr,
+                drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr,
+                CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+                HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """dK, dV of key tile n0 again, one key at a time: dv_j = sum over the admissible i of P_ij dO_i and
+    dk_j = scale * sum of dS_ij q_i, with IEEE products (see ``_fwd_exact``)."""
+    o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
+    for j in range(n0, tl.minimum(n0 + BLOCK_N, Tk)):
+        o_n = j + tl.arange(0, 1)
+        b_k = tl.reshape(_tile(K_BH, o_n, o_d, stride_kn, Tk, D), [HEAD_DIM]).to(tl.float32)
+        b_v = tl.reshape(_tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
+        dk = tl.zeros([HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([HEAD_DIM_V], dtype=tl.float32)
+        for m0 in range(lo, hi, BLOCK_M):
+            o_m = m0 + tl.arange(0, BLOCK_M)
+            p_m = o_m + (Tk - Tq)
+            b_q = _tile(Q_BH, o_m, o_d, stride_qm, Tq, D).to(tl.float32)
+            b_do = _tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM).to(tl.float32)
+            b_lse2 = _lse2(LSE_BH, o_m, Tq)
+            b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
+            s = tl.sum(b_q * b_k[None, :], 1)[:, None] * qk_scale
+            s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
+                            window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
+            b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+            b_dp = tl.sum(b_do * b_v[None, :], 1)[:, None]
+            b_pd = b_p
+            if DROPOUT:
+                keep = dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n)
+                b_pd = tl.where(keep, b_p * drop_scale, 0.0)
+                b_dp = tl.where(keep, b_dp * drop_scale, 0.0)
+            b_ds = tl.where(ok, b_p * (b_dp - b_delta[:, None]), 0.0)
+            dv += tl.sum(tl.where(ok, b_pd * b_do, 0.0), 0)
+            dk += tl.sum(tl.where(ok, b_ds * b_q, 0.0), 0)
+        _store_tile(DK_BH, (dk * scale)[None, :], o_n, o_d, D, Tk, D)
+        _store_tile(DV_BH, dv[None, :], o_n, o_dv, DV_DIM, Tk, DV_DIM)
 
 
 @triton.jit
+def _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM,
+             R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+             MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+             HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
+             DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+             HEAD_DIM_V: tl.constexpr):
+    """(k, dS, admissibility, key offsets) of key tile n0 against the query tile."""
+    o_n = n0 + tl.arange(0, BLOCK_N)
+    b_k = _tile(K_BH, o_n, tl.arange(0, HEAD_DIM), stride_kn, Tk, D)
+    b_v = _tile(V_BH, o_n, tl.arange(0, HEAD_DIM_V), stride_vn, Tk, DV_DIM)
+    s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                    R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, PRECISION)
+    _, b_ds = _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
+                             DROPOUT, PRECISION)
+    return b_k, b_ds, ok, o_n
+
+
+@triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dq_kernel(
     Q, K, V, DO, LSE, DELTA, DQ, PARTIAL_0, PARTIAL_1, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
-    H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed, drop_thr, drop_scale,
+    H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     HEAD_DIM_V: tl.constexpr, S_PAD: tl.constexpr,
 ):
-    """dQ (contiguous) for one query tile, plus the modifier's per-row gradient partials (score_mods.py)."""
+    """dQ (contiguous) for one query tile, plus the modifier's per-tile gradient partials (score_mods.py).
+
+    Plain dots in the loop; a tile whose dQ ends non-finite is redone with non-finite k kept to the rows
+    that admit them (the partials only sum dS, which is exact either way).
+    """
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
     p_m = o_m + (Tk - Tq)
-    o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
+    o_d = tl.arange(0, HEAD_DIM)
     b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, o_d, stride_qm, Tq, D)
-    b_do = _tile(DO + i_b64 * stride_dob + i_h64 * stride_doh, o_m, o_dv, stride_dom, Tq, DV_DIM)
-    b_lse = tl.load(LSE + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
+    b_do = _tile(DO + i_b64 * stride_dob + i_h64 * stride_doh, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
+    b_lse2 = _lse2(LSE + i_bh64 * Tq, o_m, Tq)
     b_delta = tl.load(DELTA + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
     K_BH, V_BH = K + i_b64 * stride_kb + i_h64 * stride_kh, V + i_b64 * stride_vb + i_h64 * stride_vh
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
+    qk_scale = scale * LOG2E
+    p0 = i_m * BLOCK_M + (Tk - Tq)  # the tile's first row position
 
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    PARTIAL_0_BH = partial_rows(PARTIAL_0, i_bh64, Tq, R, MOD, S)
-    PARTIAL_1_BH = partial_rows(PARTIAL_1, i_bh64, Tq, R, MOD, S)
-    g0, g1 = grad_init(BLOCK_M, MOD, S_PAD)
-    lo, hi = _key_range(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    for n0 in range(lo, hi, BLOCK_N):
-        o_n = n0 + tl.arange(0, BLOCK_N)
-        b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D)
-        b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM)
-        s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-                        R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
-                        PRECISION)
-        _, b_ds = _probabilities(s, ok, b_lse, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
-                                 DROPOUT, PRECISION)
-        dq = _dot_admissible(dq, b_ds, b_k, ok, PRECISION)
-        g0, g1 = grad_tile(g0, g1, PARTIAL_0_BH, PARTIAL_1_BH, PARAM_0, PARAM_1, b_ds, ok, i_h, o_m, p_m, o_n, Tk,
-                           TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS)
-    _store_tile(DQ + i_bh64 * Tq * D, dq * scale, o_m, o_d, D, Tq, D)
-    grad_store(g0, g1, PARTIAL_0_BH, PARTIAL_1_BH, o_m, Tq, R, MOD, S, S_PAD)
+    PARTIAL_0_TILE = partial_tile(PARTIAL_0, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
+    PARTIAL_1_TILE = partial_tile(PARTIAL_1, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
+    g0, g1 = grad_init(BLOCK_M, BLOCK_N, MOD, S_PAD)
+    lo, mid, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+    for n0 in range(lo, mid, BLOCK_N):  # below the causal diagonal (all of [lo, hi) without causality)
+        b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b,
+                                     i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
+                                     VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, False, WINDOWED,
+                                     HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM,
+                                     HEAD_DIM_V)
+        dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
+        g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0, Tk,
+                           TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
+    if CAUSAL:
+        for n0 in range(mid, hi, BLOCK_N):  # on the diagonal: causal mask
+            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
+                                         i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
+                                         drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, True,
+                                         WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                                         BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+            dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
+            g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
+                               Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
+    DQ_BH = DQ + i_bh64 * Tq * D
+    _store_tile(DQ_BH, dq * scale, o_m, o_d, D, Tq, D)
+    if _has_non_finite(dq):
+        # a non-finite k (or a NaN row): redo dQ with the non-finite values kept to the rows that admit them
+        _dq_exact(i_m * BLOCK_M, lo, hi, Q + i_b64 * stride_qb + i_h64 * stride_qh,
+                  DO + i_b64 * stride_dob + i_h64 * stride_doh, K_BH, V_BH, LSE + i_bh64 * Tq, DELTA + i_bh64 * Tq,
+                  DQ_BH, stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
+                  qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD,
+                  S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
+                  HEAD_DIM, HEAD_DIM_V)
+    n_last = lo + tl.maximum(hi - 1 - lo, 0) // BLOCK_N * BLOCK_N  # the last key tile visited (lo if none)
+    grad_finish(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, o_m, p0 - n_last, Tq, R, MOD, S, S_PAD, BLOCK_N)
+
+
+@triton.jit(noinline=True)
+def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, LSE_BH, DELTA_BH, DQ_BH, stride_qm, stride_kn, stride_vn, stride_dom,
+              i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
+              KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
+              WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr,
+              HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """dQ of query tile m0 again, one row at a time: dq_i = scale * sum over the admissible j of dS_ij k_j,
+    with IEEE products (see ``_fwd_exact``)."""
+    o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
+    for i in range(m0, tl.minimum(m0 + BLOCK_M, Tq)):
+        o_m = i + tl.arange(0, 1)
+        p_m = o_m + (Tk - Tq)
+        b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
+        b_do = tl.reshape(_tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
+        b_lse2 = _lse2(LSE_BH, o_m, Tq)
+        b_delta = tl.load(DELTA_BH + o_m)
+        dq = tl.zeros([HEAD_DIM], dtype=tl.float32)
+        for n0 in range(lo, hi, BLOCK_N):
+            o_n = n0 + tl.arange(0, BLOCK_N)
+            b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D).to(tl.float32)
+            b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM).to(tl.float32)
+            s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
+            s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
+                            window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
+            b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+            b_dp = tl.sum(b_v * b_do[None, :], 1)[None, :]
+            if DROPOUT:
+                b_dp = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_dp * drop_scale, 0.0)
+            b_ds = tl.where(ok, b_p * (b_dp - b_delta[:, None]), 0.0)
+            dq += tl.sum(tl.where(tl.trans(ok), tl.trans(b_ds) * b_k, 0.0), 0)
+        _store_tile(DQ_BH, (dq * scale)[None, :], o_m, o_d, D, Tq, D)

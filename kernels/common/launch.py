@@ -1,11 +1,17 @@
-"""Host side of the Triton core: block sizes, argument packing, grids and the fixed-order reductions."""
+"""Host side of the Triton core: configurations by arch, argument packing, grids and the fixed-order reductions.
+
+Every launch goes through ``plan(kernel, ...)``, which returns the kernel, its positional arguments
+and its keyword arguments (constexprs, num_warps, num_stages) for one configuration; the compile gate
+(kernels/tools/triton_check.py) calls the same function with CPU stand-in tensors and an explicit
+arch, so that it compiles exactly what the launcher would run.
+"""
 import math
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 
+from . import configs as C
 from .core import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
 from .score_mods import MOD_DECAY, MOD_NONE, MOD_RELPOS
 
@@ -14,9 +20,9 @@ from .score_mods import MOD_DECAY, MOD_NONE, MOD_RELPOS
 class Modifier:
     """A score modifier as the host sees it (the kernel side is in score_mods.py).
 
-    code: the kernels' MOD constexpr. partials: how many (B, H, Tq, width) float32 gradient
-    partials its dQ pass writes (width: mod_a.shape[1]); zeroed: whether they must start at zero
-    (written sparsely) rather than being written in full.
+    code: the kernels' MOD constexpr. partials: how many (B, H, cdiv(Tq, BLOCK_M), width) float32
+    gradient partials its dQ pass writes (width: mod_a.shape[1]), one row per query tile; zeroed:
+    whether they must start at zero (written sparsely) rather than being written in full.
     """
     code: int
     partials: int
@@ -28,40 +34,50 @@ class Modifier:
 # log_softmax(alpha_logits) (H, S); masked_sdpa None / None.
 MODIFIERS = {
     "masked_sdpa": Modifier(MOD_NONE.value, partials=0, zeroed=False),
-    "relpos_attention": Modifier(MOD_RELPOS.value, partials=1, zeroed=True),   # band (B, H, Tq, R)
-    "decay_attention": Modifier(MOD_DECAY.value, partials=2, zeroed=False),    # d log_gamma, d log a (B, H, Tq, S)
+    "relpos_attention": Modifier(MOD_RELPOS.value, partials=1, zeroed=True),   # band (B, H, nT, R)
+    "decay_attention": Modifier(MOD_DECAY.value, partials=2, zeroed=False),    # d log_gamma, d log a (B, H, nT, S)
 }
+KERNEL_FNS = {"fwd": attention_fwd_kernel, "dkdv": attention_bwd_dkdv_kernel, "dq": attention_bwd_dq_kernel}
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
-def _blocks(head_dim: int):
-    """(BLOCK_M, BLOCK_N): small tiles under the interpreter, smaller for wide heads on GPU."""
-    if _interpreting():
-        return 16, 16
-    return (64, 64) if head_dim <= 64 else (64, 32) if head_dim <= 128 else (32, 32)
-
-
-def _padded(n: int) -> int:
+def padded(n: int) -> int:
+    """The kernels' HEAD_DIM for a head dim n."""
     return max(16, triton.next_power_of_2(n))
 
 
-def _precision(dtype: torch.dtype) -> str:
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    return "tf32" if tf32 else "ieee"
+def device_arch(device) -> int:
+    """major * 10 + minor of a CUDA device (what the configurations are chosen by); 80 under the interpreter."""
+    if C.interpreting() or torch.device(device).type != "cuda":
+        return 80
+    major, minor = torch.cuda.get_device_capability(device)
+    return major * 10 + minor
 
 
-def _common(q, k, v, *, mod, key_valid, key_bias, mod_a, mod_b, times, causal, window, eps, dropout_p, seed, scale):
-    """(modifier, tensor pointers, runtime scalars, constexprs) shared by the three kernels."""
+def dtype_name(dtype: torch.dtype, tf32: bool = None) -> str:
+    """configs' name of an operand dtype: fp16, bf16, fp32 (IEEE dots) or tf32 (float32 with TF32 dots)."""
+    if dtype == torch.float16:
+        return "fp16"
+    if dtype == torch.bfloat16:
+        return "bf16"
+    if tf32 is None:
+        tf32 = torch.backends.cuda.matmul.allow_tf32
+    return "tf32" if tf32 else "fp32"
+
+
+def _bucket(n: int) -> int:
+    """The autotuner's length key: the next power of two, 16 to 65536."""
+    return min(max(16, triton.next_power_of_2(n)), 65536)
+
+
+def _common(q, k, v, *, mod, key_valid, key_bias, mod_a, mod_b, times, causal, window, eps, dropout_p, seed, scale,
+            precision):
+    """(modifier, tensor pointers, runtime scalars, constexprs without block sizes) shared by the three kernels."""
     modifier = MODIFIERS[mod]
     B, H, Tq, D = q.shape
     Tk, Dv = k.shape[2], v.shape[3]
     dummy = torch.empty(1, device=q.device, dtype=torch.float32)
     S = mod_a.shape[1] if modifier.code == MOD_DECAY.value else 1
     R = mod_a.shape[1] if modifier.code == MOD_RELPOS.value else 1
-    block_m, block_n = _blocks(max(D, Dv))
     pointers = [key_valid.view(torch.uint8) if key_valid is not None else dummy,
                 key_bias if key_bias is not None else dummy,
                 mod_a if mod_a is not None else dummy, mod_b if mod_b is not None else dummy,
@@ -71,8 +87,8 @@ def _common(q, k, v, *, mod, key_valid, key_bias, mod_a, mod_b, times, causal, w
                threshold, 1.0 / (1.0 - dropout_p)]
     constexprs = dict(MOD=modifier.code, S=S, CAUSAL=causal, WINDOWED=window >= 0, HAS_VALID=key_valid is not None,
                       HAS_BIAS=key_bias is not None, HAS_TIMES=times is not None, HAS_EPS=eps > 0,
-                      DROPOUT=dropout_p > 0, PRECISION=_precision(q.dtype), BLOCK_M=block_m, BLOCK_N=block_n,
-                      HEAD_DIM=_padded(D), HEAD_DIM_V=_padded(Dv))
+                      DROPOUT=dropout_p > 0, PRECISION="tf32" if precision == "tf32" else "ieee",
+                      HEAD_DIM=padded(D), HEAD_DIM_V=padded(Dv))
     return modifier, pointers, scalars, constexprs
 
 
@@ -80,43 +96,122 @@ def _strides(*tensors):
     return [s for t in tensors for s in t.stride()[:3]]
 
 
+def _launch_kw(kernel: str, config: C.Config, constexprs: dict) -> dict:
+    return dict(constexprs, BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
+                num_stages=config.num_stages)
+
+
+def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, lse=None, out=None,
+         outputs=None, **kw):
+    """(kernel fn, grid, positional args, keyword args) of one launch of ``kernel`` with ``config``.
+
+    fwd: ``out``, ``lse`` are written; dkdv: ``outputs`` = (dk, dv, dkb or None); dq: ``outputs`` =
+    (dq, partial_0 or None, partial_1 or None). ``kw``: the operator's arguments (see ``_common``)."""
+    B, H, Tq, _ = q.shape
+    Tk = k.shape[2]
+    _, pointers, scalars, constexprs = _common(q, k, v, **kw)
+    if kernel == "fwd":
+        args = [q, k, v, out, lse, *pointers, *_strides(q, k, v, out), *scalars, _bucket(Tq), _bucket(Tk)]
+        grid = (triton.cdiv(Tq, config.block_m), B * H)
+        return attention_fwd_kernel, grid, args, _launch_kw("fwd", config, constexprs)
+    if kernel == "dkdv":
+        dk, dv, dkb = outputs
+        args = [q, k, v, grad_out, lse, delta, dk, dv, dkb if dkb is not None else delta, *pointers,
+                *_strides(q, k, v, grad_out), *scalars]
+        grid = (triton.cdiv(Tk, config.block_n), B * H)
+        return attention_bwd_dkdv_kernel, grid, args, _launch_kw("dkdv", config, constexprs)
+    dq, p0, p1 = outputs
+    if constexprs["MOD"] == MOD_RELPOS.value and config.block_m > config.block_n:
+        raise ValueError(f"relpos dQ needs BLOCK_M <= BLOCK_N, got {config}")
+    s_pad = max(2, triton.next_power_of_2(constexprs["S"])) if constexprs["MOD"] == MOD_DECAY.value else 1
+    args = [q, k, v, grad_out, lse, delta, dq, p0 if p0 is not None else delta, p1 if p1 is not None else delta,
+            *pointers, *_strides(q, k, v, grad_out), *scalars]
+    grid = (triton.cdiv(Tq, config.block_m), B * H)
+    return attention_bwd_dq_kernel, grid, args, dict(_launch_kw("dq", config, constexprs), S_PAD=s_pad)
+
+
+def select(kernel: str, q, k, v, mod: str, dropout: bool, arch: int = None, precision: str = None):
+    """The candidates (configs.candidates) of ``kernel`` for these operands on ``arch`` (default: q's device)."""
+    arch = device_arch(q.device) if arch is None else arch
+    precision = dtype_name(q.dtype) if precision is None else precision
+    return C.candidates(kernel, arch, precision, padded(q.shape[3]), padded(v.shape[3]), mod, dropout)
+
+
+# The forward's autotuner: every table config, pruned per call to the candidates of the call's arch,
+# dtype and head dims (configs.candidates: shared-memory estimate within the arch's limit), and keyed
+# on the length buckets, head dims, modifier, flags and (automatically) the operand dtypes.
+_AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "MOD", "S", "CAUSAL", "WINDOWED", "HAS_VALID",
+                 "HAS_BIAS", "HAS_TIMES", "DROPOUT", "PRECISION"]
+
+
+def _triton_config(c: C.Config):
+    return triton.Config(dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n), num_warps=c.num_warps, num_stages=c.num_stages)
+
+
+def _prune_forward(configs, named_args, **kwargs):
+    q, v = named_args["Q"], named_args["V"]
+    mod = next(name for name, m in MODIFIERS.items() if m.code == kwargs["MOD"])
+    precision = dtype_name(q.dtype, kwargs["PRECISION"] == "tf32")
+    wanted = select("fwd", q, None, v, mod, kwargs["DROPOUT"], precision=precision)
+    by_key = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages): c for c in configs}
+    return [by_key[(c.block_m, c.block_n, c.num_warps, c.num_stages)] for c in wanted]
+
+
+_forward_autotuned = triton.autotune(configs=[_triton_config(c) for c in C.all_forward_configs()], key=_AUTOTUNE_KEY,
+                                     prune_configs_by={"early_config_prune": _prune_forward})(attention_fwd_kernel)
+
+
+def _operands(kw, q):
+    precision = kw.pop("precision", None) or dtype_name(q.dtype)
+    return dict(kw, precision=precision)
+
+
 def attention_forward(q, k, v, **kw):
     """out (B, H, Tq, Dv) in q's dtype and lse (B, H, Tq) float32."""
     B, H, Tq, _ = q.shape
-    _, pointers, scalars, constexprs = _common(q, k, v, **kw)
+    kw = _operands(kw, q)
     out = torch.empty((B, H, Tq, v.shape[3]), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Tq), device=q.device, dtype=torch.float32)
-    grid = (triton.cdiv(Tq, constexprs["BLOCK_M"]), B * H)
-    attention_fwd_kernel[grid](q, k, v, out, lse, *pointers, *_strides(q, k, v, out), *scalars, **constexprs)
+    configs = select("fwd", q, k, v, kw["mod"], kw["dropout_p"] > 0, precision=kw["precision"])
+    fn, grid, args, kwargs = plan("fwd", configs[0], q, k, v, out=out, lse=lse, **kw)
+    if len(configs) == 1 or not C.autotune_enabled():
+        fn[grid](*args, **kwargs)
+    else:
+        for name in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"):
+            kwargs.pop(name)
+        _forward_autotuned[lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)](*args, **kwargs)
     return out, lse
 
 
 def attention_backward(grad_out, delta, lse, q, k, v, **kw):
     """(dq, dk, dv, d key_bias or None, partial_0 or None, partial_1 or None).
 
-    The partials are the modifier's per-row parameter gradients, reduced by the caller:
-    relpos (band (B, H, Tq, R), None); decay (d log_gamma, d log a), each (B, H, Tq, S);
+    The partials are the modifier's parameter gradients per query tile, reduced by the caller over
+    dims (0, 2): relpos (band (B, H, nT, R), None); decay (d log_gamma, d log a), each (B, H, nT, S);
     masked_sdpa (None, None): nothing is allocated for a modifier without parameters.
+    nT = cdiv(Tq, BLOCK_M) of the dQ kernel's configuration.
     """
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
-    modifier, pointers, scalars, constexprs = _common(q, k, v, **kw)
+    kw = _operands(kw, q)
+    modifier = MODIFIERS[kw["mod"]]
+    dropout = kw["dropout_p"] > 0
+    cfg_kv = select("dkdv", q, k, v, kw["mod"], dropout, precision=kw["precision"])[0]
+    cfg_q = select("dq", q, k, v, kw["mod"], dropout, precision=kw["precision"])[0]
     dq = torch.empty((B, H, Tq, D), device=q.device, dtype=q.dtype)
     dk = torch.empty((B, H, Tk, D), device=q.device, dtype=k.dtype)
     dv = torch.empty((B, H, Tk, v.shape[3]), device=q.device, dtype=v.dtype)
     dkb = torch.empty((B, H, Tk), device=q.device, dtype=torch.float32) if kw["key_bias"] is not None else None
     alloc = torch.zeros if modifier.zeroed else torch.empty
-    partials = [alloc((B, H, Tq, kw["mod_a"].shape[1]), device=q.device, dtype=torch.float32)
+    n_tiles = triton.cdiv(Tq, cfg_q.block_m)
+    partials = [alloc((B, H, n_tiles, kw["mod_a"].shape[1]), device=q.device, dtype=torch.float32)
                 for _ in range(modifier.partials)]
     partials += [None] * (2 - len(partials))
-    strides = _strides(q, k, v, grad_out)
     delta = delta.float().contiguous()
-    grid_k = (triton.cdiv(Tk, constexprs["BLOCK_N"]), B * H)
-    attention_bwd_dkdv_kernel[grid_k](q, k, v, grad_out, lse, delta, dk, dv, dkb if dkb is not None else delta,
-                                      *pointers, *strides, *scalars, **constexprs)
-    grid_q = (triton.cdiv(Tq, constexprs["BLOCK_M"]), B * H)
-    s_pad = max(2, triton.next_power_of_2(constexprs["S"])) if modifier.code == MOD_DECAY.value else 1
-    partial_ptrs = [p if p is not None else delta for p in partials]  # unused slots: never dereferenced
-    attention_bwd_dq_kernel[grid_q](q, k, v, grad_out, lse, delta, dq, *partial_ptrs, *pointers, *strides,
-                                    *scalars, **constexprs, S_PAD=s_pad)
+    fn, grid, args, kwargs = plan("dkdv", cfg_kv, q, k, v, grad_out=grad_out, delta=delta, lse=lse,
+                                  outputs=(dk, dv, dkb), **kw)
+    fn[grid](*args, **kwargs)
+    fn, grid, args, kwargs = plan("dq", cfg_q, q, k, v, grad_out=grad_out, delta=delta, lse=lse,
+                                  outputs=(dq, *partials), **kw)
+    fn[grid](*args, **kwargs)
     return (dq, dk, dv, dkb, *partials)

@@ -1,16 +1,17 @@
 """Score modifiers of the tiled core, one set of jit functions each, selected by the ``MOD`` constexpr.
 
-A modifier adds ``m_ij`` to the scores and, if it has parameters, accumulates their gradient
-from ``dS`` in the dQ pass as per-row *partials* that the host reduces in a fixed order. Its
-parameters occupy the core's two modifier pointer slots ``PARAM_0`` / ``PARAM_1``:
+A modifier adds ``m_ij`` (natural log; the core turns it to base 2) to the scores and, if it has
+parameters, accumulates their gradient from ``dS`` in the dQ pass as per-query-tile *partials*
+(``nT = cdiv(Tq, BLOCK_M)`` rows per (b, h)) that the host reduces in a fixed order. Its parameters
+occupy the core's two modifier pointer slots ``PARAM_0`` / ``PARAM_1``:
 
 =================  ===========================  ======================================  ========================
 modifier           PARAM_0, PARAM_1             m_ij                                     gradient partials
 =================  ===========================  ======================================  ========================
 ``MOD_NONE``       unused                       0                                        none
-``MOD_RELPOS``     rel_bias (H, R), unused      rel_bias[h, min(Delta, R - 1)]           band (B, H, Tq, R)
+``MOD_RELPOS``     rel_bias (H, R), unused      rel_bias[h, min(Delta, R - 1)]           band (B, H, nT, R)
 ``MOD_DECAY``      log_gamma, log a (H, S)      logaddexp(logsumexp_s(log a_s +          d log_gamma, d log a
-                                                log_gamma_s * Delta), log eps)           (B, H, Tq, S) each
+                                                log_gamma_s * Delta), log eps)           (B, H, nT, S) each
 =================  ===========================  ======================================  ========================
 
 To add a modifier: give it a code below, its ``*_score`` / ``*_grad_*`` functions, a branch in
@@ -32,7 +33,7 @@ MOD_DECAY: tl.constexpr = tl.constexpr(2)
 @triton.jit
 def admissible(o_m, p_m, o_n, Tq, Tk, VALID_ROW, window, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
                HAS_VALID: tl.constexpr):
-    """[BLOCK_M, BLOCK_N] bool: in range, key valid, 0 <= Delta (<= window)."""
+    """[BLOCK_M, BLOCK_N] bool: in range, key valid, 0 <= Delta (CAUSAL), Delta <= window (WINDOWED)."""
     ok = (o_m[:, None] < Tq) & (o_n[None, :] < Tk)
     if CAUSAL:
         ok = ok & (p_m[:, None] >= o_n[None, :])
@@ -51,7 +52,7 @@ def dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n):
     c0 = zeros + o_n[None, :].to(tl.uint32)
     c1 = zeros + o_m[:, None].to(tl.uint32)
     word, _, _, _ = tl.philox(seed, c0, c1, zeros + i_h.to(tl.uint32), zeros + i_b.to(tl.uint32))
-    return (word.to(tl.int64) & 0xFFFFFFFF) >= drop_thr
+    return word >= drop_thr.to(tl.uint32)  # unsigned 32-bit compare (drop_thr < 2^32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,18 +71,35 @@ def relpos_score(REL_BIAS, i_h, p_m, o_n, R):
 
 
 @triton.jit
-def relpos_grad_tile(BAND_ROWS, tail, b_ds, ok, o_m, p_m, o_n, R):
-    """Write dS_ij to band[i, Delta_ij] for Delta < R - 1 (one key per (row, Delta): no accumulation);
-    return the running row sum over Delta >= R - 1 (the shared last column)."""
-    distance = p_m[:, None] - o_n[None, :]
-    tl.store(BAND_ROWS + o_m[:, None].to(tl.int64) * R + distance, b_ds.to(BAND_ROWS.dtype.element_ty),
-             mask=ok & (distance < R - 1))
-    return tail + tl.sum(tl.where(distance >= R - 1, b_ds, 0.0), 1)
+def relpos_grad_tile(TILE_ROW, carry, tail, b_ds, c, R, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold one (query tile, key tile) pair's dS into the query tile's band row ``TILE_ROW`` (R floats).
+
+    Row i and key column j of the pair have Delta = c + i - j (c: the tile's first row position minus
+    the key tile's first key). Its diagonal sums split into ``upper`` (Delta = c + t, t in [0, BLOCK_N))
+    and ``lower`` (Delta = c - BLOCK_N + t). The key tiles come in steps of BLOCK_N, so the previous
+    tile's lower part covers this tile's upper Delta range exactly (BLOCK_M <= BLOCK_N): upper + carry
+    is final and stored once, at Delta < R - 1 (the last, shared column sums in ``tail``), and lower
+    is the next carry. Fixed order, nothing accumulated in memory.
+    """
+    i = tl.arange(0, BLOCK_M)[:, None]
+    t = tl.arange(0, BLOCK_N)[None, :]
+    col_u = i - t  # upper: dS[i, i - t] where 0 <= i - t (< BLOCK_N as BLOCK_M <= BLOCK_N)
+    upper = tl.sum(tl.where(col_u >= 0, tl.gather(b_ds, tl.maximum(col_u, 0), 1), 0.0), 0)
+    col_l = i - t + BLOCK_N  # lower: dS[i, i - t + BLOCK_N] where i < t
+    lower = tl.sum(tl.where(col_l < BLOCK_N, tl.gather(b_ds, tl.minimum(col_l, BLOCK_N - 1), 1), 0.0), 0)
+    chunk = upper + carry
+    delta = c + tl.arange(0, BLOCK_N)
+    tl.store(TILE_ROW + delta, chunk.to(TILE_ROW.dtype.element_ty), mask=(delta >= 0) & (delta < R - 1))
+    return lower, tail + tl.where(delta >= R - 1, chunk, 0.0)
 
 
 @triton.jit
-def relpos_grad_store(BAND_ROWS, tail, o_m, Tq, R):
-    tl.store(BAND_ROWS + o_m.to(tl.int64) * R + R - 1, tail.to(BAND_ROWS.dtype.element_ty), mask=o_m < Tq)
+def relpos_grad_finish(TILE_ROW, carry, tail, c_last, R, BLOCK_N: tl.constexpr):
+    """Store the last key tile's lower part (Delta = c_last - BLOCK_N + t) and the shared last column."""
+    delta = c_last - BLOCK_N + tl.arange(0, BLOCK_N)
+    tl.store(TILE_ROW + delta, carry.to(TILE_ROW.dtype.element_ty), mask=(delta >= 0) & (delta < R - 1))
+    tail += tl.where(delta >= R - 1, carry, 0.0)
+    tl.store(TILE_ROW + R - 1, tl.sum(tail, 0).to(TILE_ROW.dtype.element_ty))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,13 +164,13 @@ def decay_grad_tile(d_log_gamma, d_log_a, LOG_GAMMA, LOG_A, b_ds, i_h, p_m, o_n,
 
 
 @triton.jit
-def decay_grad_store(D_LOG_GAMMA_ROWS, D_LOG_A_ROWS, d_log_gamma, d_log_a, o_m, Tq, S: tl.constexpr,
+def decay_grad_store(D_LOG_GAMMA_TILE, D_LOG_A_TILE, d_log_gamma, d_log_a, o_m, Tq, S: tl.constexpr,
                      S_PAD: tl.constexpr):
+    """Sum the rows in range and store the query tile's (S,) partials."""
     o_s = tl.arange(0, S_PAD)
-    offsets = o_m[:, None].to(tl.int64) * S + o_s[None, :]
-    mask = (o_m[:, None] < Tq) & (o_s[None, :] < S)
-    tl.store(D_LOG_GAMMA_ROWS + offsets, d_log_gamma.to(D_LOG_GAMMA_ROWS.dtype.element_ty), mask=mask)
-    tl.store(D_LOG_A_ROWS + offsets, d_log_a.to(D_LOG_A_ROWS.dtype.element_ty), mask=mask)
+    rows = (o_m < Tq)[:, None]
+    tl.store(D_LOG_GAMMA_TILE + o_s, tl.sum(tl.where(rows, d_log_gamma, 0.0), 0), mask=o_s < S)
+    tl.store(D_LOG_A_TILE + o_s, tl.sum(tl.where(rows, d_log_a, 0.0), 0), mask=o_s < S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,30 +190,32 @@ def score_mod(PARAM_0, PARAM_1, i_h, p_m, o_n, Tk, TIMES_ROW, R, log_eps, MOD: t
 
 
 @triton.jit
-def partial_rows(PARTIAL, i_bh64, Tq, R, MOD: tl.constexpr, S: tl.constexpr):
-    """This (b, h)'s rows of a (B, H, Tq, width) gradient partial: width R for relpos, S for decay."""
+def partial_tile(PARTIAL, i_bh64, i_m, Tq, R, MOD: tl.constexpr, S: tl.constexpr, BLOCK_M: tl.constexpr):
+    """This query tile's row of a (B, H, cdiv(Tq, BLOCK_M), width) partial: width R for relpos, S for decay."""
+    row = i_bh64 * tl.cdiv(Tq, BLOCK_M) + i_m
     if MOD == MOD_RELPOS:
-        return PARTIAL + i_bh64 * Tq * R
+        return PARTIAL + row * R
     else:
-        return PARTIAL + i_bh64 * Tq * S
+        return PARTIAL + row * S
 
 
 @triton.jit
-def grad_init(BLOCK_M: tl.constexpr, MOD: tl.constexpr, S_PAD: tl.constexpr):
-    """The dQ pass's per-row gradient accumulators (g0, g1) of the modifier."""
+def grad_init(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MOD: tl.constexpr, S_PAD: tl.constexpr):
+    """The dQ pass's gradient accumulators (g0, g1) of the modifier."""
     if MOD == MOD_DECAY:
         return tl.zeros([BLOCK_M, S_PAD], dtype=tl.float32), tl.zeros([BLOCK_M, S_PAD], dtype=tl.float32)
-    else:  # relpos: g0 is the row sum of the shared last column; none: unused
-        return tl.zeros([BLOCK_M], dtype=tl.float32), tl.zeros([BLOCK_M], dtype=tl.float32)
+    else:  # relpos: g0 the carried lower diagonal sums, g1 the shared last column's; none: unused
+        return tl.zeros([BLOCK_N], dtype=tl.float32), tl.zeros([BLOCK_N], dtype=tl.float32)
 
 
 @triton.jit
-def grad_tile(g0, g1, PARTIAL_0, PARTIAL_1, PARAM_0, PARAM_1, b_ds, ok, i_h, o_m, p_m, o_n, Tk, TIMES_ROW, R,
-              log_eps, MOD: tl.constexpr, S: tl.constexpr, S_PAD: tl.constexpr, HAS_TIMES: tl.constexpr,
-              HAS_EPS: tl.constexpr):
-    """Fold one tile's dS (0 where not admissible) into the accumulators; PARTIAL_*: this (b, h)'s rows."""
+def grad_tile(g0, g1, PARTIAL_0, PARTIAL_1, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, c, Tk, TIMES_ROW, R, log_eps,
+              MOD: tl.constexpr, S: tl.constexpr, S_PAD: tl.constexpr, HAS_TIMES: tl.constexpr,
+              HAS_EPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Fold one tile's dS (0 where not admissible) into the accumulators. PARTIAL_*: this query tile's row;
+    c: the tile's first row position minus the key tile's first key. Key tiles come in order, BLOCK_N apart."""
     if MOD == MOD_RELPOS:
-        g0 = relpos_grad_tile(PARTIAL_0, g0, b_ds, ok, o_m, p_m, o_n, R)
+        g0, g1 = relpos_grad_tile(PARTIAL_0, g0, g1, b_ds, c, R, BLOCK_M, BLOCK_N)
     elif MOD == MOD_DECAY:
         g0, g1 = decay_grad_tile(g0, g1, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, Tk, TIMES_ROW, log_eps, S, S_PAD,
                                  HAS_TIMES, HAS_EPS)
@@ -203,8 +223,10 @@ def grad_tile(g0, g1, PARTIAL_0, PARTIAL_1, PARAM_0, PARAM_1, b_ds, ok, i_h, o_m
 
 
 @triton.jit
-def grad_store(g0, g1, PARTIAL_0, PARTIAL_1, o_m, Tq, R, MOD: tl.constexpr, S: tl.constexpr, S_PAD: tl.constexpr):
+def grad_finish(g0, g1, PARTIAL_0, PARTIAL_1, o_m, c_last, Tq, R, MOD: tl.constexpr, S: tl.constexpr,
+                S_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Store the query tile's partials; c_last: ``c`` of the last key tile visited."""
     if MOD == MOD_RELPOS:
-        relpos_grad_store(PARTIAL_0, g0, o_m, Tq, R)
+        relpos_grad_finish(PARTIAL_0, g0, g1, c_last, R, BLOCK_N)
     elif MOD == MOD_DECAY:
         decay_grad_store(PARTIAL_0, PARTIAL_1, g0, g1, o_m, Tq, S, S_PAD)

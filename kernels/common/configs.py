@@ -1,0 +1,183 @@
+"""Launch configurations of the Triton core, by GPU architecture: the one selection function that the
+launcher (``launch.py``, arch from ``torch.cuda.get_device_capability`` at run time) and the compile
+gate (``kernels/tools/triton_check.py``, arch passed in) both use.
+
+``candidates(kernel, arch, dtype, head_dim, head_dim_v, mod)`` gives the configurations that may run:
+the forward's autotune configs (the first is the default, the only one with ``TEMPATTN_TRITON_AUTOTUNE=0``),
+or the backward kernels' single configuration (not autotuned, so their bits, parameter gradients
+included, do not depend on a timing race). Every candidate has a static shared-memory estimate
+(``smem_estimate``) within the architecture's per-block limit (``SMEM_LIMIT``); the gate checks the
+compiled kernels against the same limits.
+
+Nothing here imports torch: dtypes are named "fp16", "bf16", "fp32" (IEEE float32 dots) and "tf32"
+(float32 inputs, TF32 tensor-core dots).
+"""
+import os
+from dataclasses import dataclass
+
+# Opt-in shared memory per block (cudaDevAttrMaxSharedMemoryPerBlockOptin), bytes.
+SMEM_LIMIT = {70: 98304, 75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448,
+              103: 232448, 120: 101376}
+KERNELS = ("fwd", "dkdv", "dq")
+DTYPES = ("fp16", "bf16", "fp32", "tf32")
+ELEMENT_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "tf32": 4}
+MODS = ("masked_sdpa", "relpos_attention", "decay_attention")
+
+
+@dataclass(frozen=True, order=True)
+class Config:
+    block_m: int
+    block_n: int
+    num_warps: int
+    num_stages: int
+
+    def __str__(self):
+        return f"{self.block_m}x{self.block_n}w{self.num_warps}s{self.num_stages}"
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+INTERPRETER_CONFIG = Config(16, 16, 4, 1)
+
+
+def smem_limit(arch: int) -> int:
+    """The per-block opt-in limit of ``arch`` (major * 10 + minor); unknown archs: the nearest lower known."""
+    known = [a for a in sorted(SMEM_LIMIT) if a <= arch]
+    return SMEM_LIMIT[known[-1]] if known else min(SMEM_LIMIT.values())
+
+
+def _table_arch(arch: int) -> int:
+    """Which table an arch uses: Hopper and later the sm_90 one (wgmma), Ampere / Ada the sm_80 one."""
+    return 90 if arch >= 90 else 80
+
+
+def _dim_bucket(head_dim: int) -> int:
+    return 64 if head_dim <= 64 else head_dim  # 16, 32 and 64 share the 64 tiles
+
+
+def _c(*names):
+    """Configs from their names, e.g. _c("128x64w4s3", "64x64w4s2")."""
+    out = []
+    for n in names:
+        bm, rest = n.split("x")
+        bn, rest = rest.split("w")
+        w, st = rest.split("s")
+        out.append(Config(int(bm), int(bn), int(w), int(st)))
+    return out
+
+
+# (table arch, dtype class, weight, kernel, head dim bucket) -> configs, the default first.
+# dtype class: "16" fp16 / bf16, "tf32", "fp32" (IEEE dots, no tensor cores). weight: "light" for
+# masked_sdpa without dropout, "heavy" for dropout or a score modifier (relpos's table gather, decay's
+# per-element exp / log), whose extra per-element state needs smaller tiles to stay in registers.
+# The dQ kernel keeps BLOCK_M <= BLOCK_N (the relpos band's diagonal carry needs it). The sizes were
+# chosen with the compile gate (kernels/tools in tools/triton_check.py): no spill at D <= 128 and
+# shared memory within the arch's limit for every entry.
+_TABLE = {
+    # ---- sm_90 (H100 / H200), 16-bit
+    (90, "16", "light", "fwd", 64): _c("128x64w4s3", "128x64w8s3", "64x64w4s3"),
+    (90, "16", "light", "fwd", 128): _c("128x64w8s3", "64x64w4s2", "128x128w8s2"),
+    (90, "16", "light", "fwd", 256): _c("64x64w4s2", "128x64w8s2"),
+    (90, "16", "light", "dkdv", 64): _c("64x64w8s2"),
+    (90, "16", "light", "dkdv", 128): _c("32x64w8s2"),
+    (90, "16", "light", "dkdv", 256): _c("32x64w8s1"),
+    (90, "16", "light", "dq", 64): _c("64x64w4s3"),
+    (90, "16", "light", "dq", 128): _c("64x64w8s2"),
+    (90, "16", "light", "dq", 256): _c("32x64w8s2"),
+    (90, "16", "heavy", "fwd", 64): _c("64x32w8s2"),
+    (90, "16", "heavy", "fwd", 128): _c("64x32w8s2"),
+    (90, "16", "heavy", "fwd", 256): _c("32x32w8s1"),
+    (90, "16", "heavy", "dkdv", 64): _c("32x64w8s2"),
+    (90, "16", "heavy", "dkdv", 128): _c("32x32w8s2"),
+    (90, "16", "heavy", "dkdv", 256): _c("16x32w8s1"),
+    (90, "16", "heavy", "dq", 64): _c("32x32w8s2"),
+    (90, "16", "heavy", "dq", 128): _c("32x32w8s2"),
+    (90, "16", "heavy", "dq", 256): _c("16x32w8s1"),
+    # ---- sm_80 (A100), 16-bit
+    (80, "16", "light", "fwd", 64): _c("128x64w8s3", "64x64w4s3"),
+    (80, "16", "light", "fwd", 128): _c("64x64w4s2", "128x64w8s2"),
+    (80, "16", "light", "fwd", 256): _c("64x32w4s2"),
+    (80, "16", "light", "dkdv", 64): _c("64x64w8s2"),
+    (80, "16", "light", "dkdv", 128): _c("32x64w8s2"),
+    (80, "16", "light", "dkdv", 256): _c("32x64w8s1"),
+    (80, "16", "light", "dq", 64): _c("64x64w4s2"),
+    (80, "16", "light", "dq", 128): _c("64x64w8s2"),
+    (80, "16", "light", "dq", 256): _c("32x32w8s1"),
+    (80, "16", "heavy", "fwd", 64): _c("32x32w4s2"),
+    (80, "16", "heavy", "fwd", 128): _c("32x32w4s2"),
+    (80, "16", "heavy", "fwd", 256): _c("32x32w8s1"),
+    (80, "16", "heavy", "dkdv", 64): _c("16x32w4s2"),
+    (80, "16", "heavy", "dkdv", 128): _c("16x32w8s2"),
+    (80, "16", "heavy", "dkdv", 256): _c("16x32w8s1"),
+    (80, "16", "heavy", "dq", 64): _c("16x32w4s2"),
+    (80, "16", "heavy", "dq", 128): _c("16x32w8s2"),
+    (80, "16", "heavy", "dq", 256): _c("16x32w8s1"),
+}
+# float32: TF32 dots take the 16-bit tiles at half the stages (4-byte tiles); IEEE dots (FMA) small tiles.
+for (_arch, _cls, _weight, _kernel, _dim), _cfgs in list(_TABLE.items()):
+    _TABLE[(_arch, "tf32", _weight, _kernel, _dim)] = [
+        Config(c.block_m, c.block_n, c.num_warps, max(1, c.num_stages - 1)) for c in _cfgs]
+    _fp32 = {"fwd": "32x32w4s2", "dkdv": "16x32w4s2", "dq": "16x32w4s2"}[_kernel] if _dim <= 64 else \
+        {"fwd": "32x32w8s1", "dkdv": "16x32w8s1", "dq": "16x32w8s1"}[_kernel]
+    _TABLE[(_arch, "fp32", _weight, _kernel, _dim)] = _c(_fp32)
+del _arch, _cls, _weight, _kernel, _dim, _cfgs, _fp32
+
+
+def _dtype_class(dtype: str) -> str:
+    return "16" if ELEMENT_BYTES[dtype] == 2 else dtype
+
+
+def weight(mod: str, dropout: bool) -> str:
+    """The table's weight class of a call: light for masked_sdpa without dropout, else heavy."""
+    return "light" if mod == "masked_sdpa" and not dropout else "heavy"
+
+
+def smem_estimate(kernel: str, config: Config, dtype: str, head_dim: int, head_dim_v: int) -> int:
+    """Static upper estimate of a configuration's shared memory (bytes): the pipelined tiles (one buffer
+    per stage, at least 1) of the operands streamed by the loop, the tiles loaded once and staged
+    for the dots, and the layout-conversion scratch of a [BLOCK_M, BLOCK_N] float32 tile."""
+    e = ELEMENT_BYTES[dtype]
+    bm, bn, stages = config.block_m, config.block_n, max(config.num_stages - 1, 1)
+    if kernel == "fwd":      # streams K [bn, D], V [bn, Dv]; Q [bm, D] once
+        streamed, once = bn * (head_dim + head_dim_v), bm * head_dim
+    elif kernel == "dkdv":   # streams Q [bm, D], dO [bm, Dv]; K, V once
+        streamed, once = bm * (head_dim + head_dim_v), bn * (head_dim + head_dim_v)
+    else:                    # dq: streams K, V; Q, dO once
+        streamed, once = bn * (head_dim + head_dim_v), bm * (head_dim + head_dim_v)
+    return e * (stages * streamed + once) + 4 * bm * bn
+
+
+def candidates(kernel: str, arch: int, dtype: str, head_dim: int, head_dim_v: int, mod: str = "masked_sdpa",
+               dropout: bool = False):
+    """The configurations of ``kernel`` that may run on ``arch`` for these operands, the default first:
+    the table's entries whose shared-memory estimate fits the arch (at least one, shrunk if need be).
+    head_dim / head_dim_v: the padded (power of two) head dims."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {kernel!r}")
+    if interpreting():
+        return [INTERPRETER_CONFIG]
+    key = (_table_arch(arch), _dtype_class(dtype), weight(mod, dropout), kernel, _dim_bucket(max(head_dim, head_dim_v)))
+    table = _TABLE[key]
+    limit = smem_limit(arch)
+    fits = [c for c in table if smem_estimate(kernel, c, dtype, head_dim, head_dim_v) <= limit]
+    if not fits:  # e.g. an sm_86 / sm_89 part (99 KB): shrink the smallest entry until it fits
+        c = min(table, key=lambda c: smem_estimate(kernel, c, dtype, head_dim, head_dim_v))
+        while smem_estimate(kernel, c, dtype, head_dim, head_dim_v) > limit and (c.num_stages > 1 or c.block_n > 16):
+            c = Config(c.block_m, c.block_n, c.num_warps, c.num_stages - 1) if c.num_stages > 1 else \
+                Config(min(c.block_m, c.block_n // 2), c.block_n // 2, c.num_warps, c.num_stages)
+        fits = [c]
+    return fits
+
+
+def autotune_enabled() -> bool:
+    """TEMPATTN_TRITON_AUTOTUNE=0 pins the forward to its default config (bitwise the same run to run)."""
+    return os.environ.get("TEMPATTN_TRITON_AUTOTUNE", "1") != "0"
+
+
+def all_forward_configs():
+    """Every forward config of every table entry (the autotuner's list; pruned per call)."""
+    if interpreting():
+        return [INTERPRETER_CONFIG]
+    return sorted({c for (_, _, _, kernel, _), cs in _TABLE.items() if kernel == "fwd" for c in cs})

@@ -1,0 +1,119 @@
+"""The Triton launch configurations (kernels/common/configs.py) and the compile gate's coverage
+(tools/triton_check.py). Plain Python: no GPU and no interpreter needed. `make triton-check` compiles them."""
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+from tempattn.kernels.common import configs as C  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ARCHS = (80, 86, 89, 90, 100)
+HEAD_DIMS = (16, 32, 64, 128, 256)
+MODS = [("masked_sdpa", False), ("masked_sdpa", True), ("relpos_attention", False), ("decay_attention", True)]
+
+
+@pytest.fixture(autouse=True)
+def not_interpreting(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def _gate():
+    spec = importlib.util.spec_from_file_location("triton_check", ROOT / "tools" / "triton_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kernel", C.KERNELS)
+def test_every_candidate_fits_the_arch_shared_memory(arch, kernel):
+    for dtype in C.DTYPES:
+        for d in HEAD_DIMS:
+            for dv in (d, 16, 256):
+                for mod, dropout in MODS:
+                    cands = C.candidates(kernel, arch, dtype, d, dv, mod, dropout)
+                    assert cands, (kernel, arch, dtype, d, dv, mod)
+                    for c in cands:
+                        assert C.smem_estimate(kernel, c, dtype, d, dv) <= C.smem_limit(arch), (c, arch, dtype, d)
+                        assert c.block_m >= 16 and c.block_n >= 16 and c.num_stages >= 1
+
+
+def test_dq_tiles_suit_the_relpos_band_carry():
+    """relpos's dQ band carries diagonal sums from key tile to key tile: BLOCK_M <= BLOCK_N."""
+    for arch in ARCHS:
+        for dtype in C.DTYPES:
+            for d in HEAD_DIMS:
+                for dropout in (False, True):
+                    for c in C.candidates("dq", arch, dtype, d, d, "relpos_attention", dropout):
+                        assert c.block_m <= c.block_n, (arch, dtype, d, c)
+
+
+def test_backward_kernels_are_not_autotuned_and_forward_configs_are_all_listed():
+    """(An sm_86 / sm_89 part, 99 KB of shared memory, may get a shrunk config outside the lists.)"""
+    every = set(C.all_forward_configs())
+    for arch in (80, 90, 100):
+        for dtype in C.DTYPES:
+            for d in HEAD_DIMS:
+                for mod, dropout in MODS:
+                    assert len(C.candidates("dkdv", arch, dtype, d, d, mod, dropout)) == 1
+                    assert len(C.candidates("dq", arch, dtype, d, d, mod, dropout)) == 1
+                    assert set(C.candidates("fwd", arch, dtype, d, d, mod, dropout)) <= every
+
+
+def test_interpreter_has_one_config(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert C.candidates("fwd", 90, "bf16", 128, 128) == [C.INTERPRETER_CONFIG]
+    assert C.all_forward_configs() == [C.INTERPRETER_CONFIG]
+
+
+def test_arch_limits():
+    assert C.smem_limit(80) == 166912 and C.smem_limit(90) == 232448
+    assert C.smem_limit(86) == 101376 and C.smem_limit(89) == 101376
+    assert C.smem_limit(91) == 232448  # an unknown arch reads the nearest lower known one
+
+
+def test_gate_covers_every_operator_flag_dtype_head_dim_and_arch():
+    gate = _gate()
+    specs = gate.specs()
+    names = {(s.kernel, s.op, s.variant, s.dtype, s.head_dim, s.arch) for s in specs}
+    for arch in (80, 90):
+        for kernel in C.KERNELS:
+            for dtype in ("fp16", "bf16", "fp32"):
+                for d in HEAD_DIMS:
+                    assert (kernel, "masked_sdpa", "mask", dtype, d, arch) in names
+                    assert (kernel, "decay_attention", "all", dtype, d, arch) in names
+            for op in ("masked_sdpa", "relpos_attention", "decay_attention"):
+                assert any(n[:3] == (kernel, op, "all") and n[5] == arch for n in names)
+            assert any(n[0] == kernel and n[3] == "tf32" and n[5] == arch for n in names)
+            assert any(n[0] == kernel and n[4] == gate.ODD_HEAD_DIM and n[5] == arch for n in names)
+    # every forward autotune config of the light fp16 entries is compiled
+    for arch in (80, 90):
+        for d in (64, 128, 256):
+            want = {str(c) for c in C.candidates("fwd", arch, "fp16", d, d)}
+            got = {s.config for s in specs if s.kernel == "fwd" and s.arch == arch and s.head_dim == d
+                   and s.dtype == "fp16" and s.variant == "mask"}
+            assert want == got
+
+
+def test_gate_operands_match_the_variant_flags():
+    gate = _gate()
+    for spec in gate.specs((80,))[:40]:
+        q, k, v, kw = gate._operands(spec)
+        if spec.variant == "all":
+            assert kw["dropout_p"] > 0 and kw["key_valid"] is not None and kw["key_bias"] is not None
+            if spec.op != "masked_sdpa":
+                assert kw["window"] >= 0
+        if spec.variant == "plain":
+            assert kw["key_valid"] is None and kw["dropout_p"] == 0 and not kw["causal"]
+
+
+@pytest.mark.skipif(not os.environ.get("TEMPATTN_TEST_COMPILE"), reason="set TEMPATTN_TEST_COMPILE=1 to compile")
+def test_gate_compiles_one_specialisation():
+    gate = _gate()
+    spec = next(s for s in gate.specs((80,)) if s.kernel == "fwd" and s.variant == "mask" and s.head_dim == 16)
+    r = gate._compile(spec)
+    assert r.ok, r.error
+    assert r.mma > 0 and r.registers > 0 and not gate.check(r, C)

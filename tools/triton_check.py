@@ -1,0 +1,384 @@
+"""The Triton compile gate (`make triton-check`): compiles every kernel specialisation the launcher can
+select, for real GPU targets, without a GPU, and checks its static resources.
+
+    python tools/triton_check.py [--arch 80,90] [--jobs 2] [--cache-dir DIR] [--out DIR] [--no-cache]
+                                 [--filter REGEX] [--list]
+
+What it compiles (``specs()``, 270 specialisations): for sm_80 and sm_90 and each kernel (forward,
+dK/dV, dQ), in fp16, bf16 and fp32 at head dims 16, 32, 64, 128 and 256, the heaviest case of each of
+the launcher's two configuration classes: masked_sdpa causal + key mask + key bias ("mask", the light
+configs) and decay_attention with every flag on (window, key mask, key bias, dropout, timestamps,
+eps, 3 scales: "all", the heavy configs); at head dims 64 and 128 also the plain masked_sdpa, the
+masked_sdpa with every flag (dropout included) and relpos_attention with every flag (fp16 and bf16);
+float32 with TF32 dots; head dim 72 (padded to 128, rows not 16-element aligned); and every forward
+autotune config of the light fp16 and TF32 entries. Each goes through the launcher's own ``plan()``
+with CPU stand-in tensors and the launcher's configuration table (``configs.candidates`` with the arch
+passed in), then through Triton's own argument specialisation, so the gate compiles what a launch on
+that arch would.
+
+It fails (exit 1) when a specialisation does not compile, when its shared memory exceeds the arch's
+opt-in limit per block (sm_80 166,912 B, sm_90 232,448 B), when a 16-bit or TF32 specialisation has no
+tensor-core instruction (mma.sync / wgmma in its PTX), or when a head dim <= 128 specialisation spills
+(ptxas -v). It writes ``<out>/triton-check.{json,md}``: specialisation, arch, registers, spills,
+shared memory (and the launcher's static estimate), tensor-core instruction count, compile seconds.
+
+What it proves: every selectable specialisation builds with this Triton and ptxas for sm_80 and
+sm_90(a), fits the block's shared memory, lowers its dots to tensor cores, and (D <= 128) keeps its
+state in registers. What it cannot: numerical correctness on a device (the interpreter suite and
+`make gpu-check` do that), speed, run-time failures beyond the static limits (occupancy, the
+register file per SM, launch-time limits of other archs, driver / PTX JIT issues), and the
+specialisations Triton makes at run time on alignment (a base pointer or stride not divisible by 16
+compiles another variant; head dim 72 covers one such).
+
+Results are cached per specialisation under --cache-dir (default ~/.cache/tempattn/triton-check), keyed
+on the kernel sources, the Triton version and the specialisation: a warm run recompiles only what a
+change touched.
+"""
+import argparse
+import concurrent.futures as futures
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import io
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL_SOURCES = sorted((ROOT / "kernels" / "common").glob("*.py"))
+HEAD_DIMS = (16, 32, 64, 128, 256)
+ODD_HEAD_DIM = 72
+ARCHS = (80, 90)
+
+
+@dataclass(frozen=True)
+class Spec:
+    kernel: str           # fwd, dkdv, dq
+    op: str               # masked_sdpa, relpos_attention, decay_attention
+    variant: str          # all (every flag of the op on) or plain (none)
+    dtype: str            # fp16, bf16, fp32, tf32
+    head_dim: int
+    arch: int
+    config: str           # BMxBNwWsS
+    default: bool = True  # the config the launcher runs without autotuning
+
+    @property
+    def name(self):
+        return f"{self.kernel}/{self.op}/{self.variant}/{self.dtype}/d{self.head_dim}/{self.config}"
+
+
+@dataclass
+class Result:
+    spec: Spec
+    ok: bool = False
+    error: str = ""
+    registers: int = 0
+    spill_stores: int = 0
+    spill_loads: int = 0
+    exact_spills: int = 0  # of the above, the bytes stored by the exact pass's functions (rare path)
+    stack: int = 0
+    shared: int = 0
+    shared_estimate: int = 0
+    mma: int = 0
+    wgmma: int = 0
+    seconds: float = 0.0
+    cached: bool = False
+    failures: list = field(default_factory=list)
+
+
+def _launch_module():
+    """(configs, launch) of the checkout's kernels/, imported as a package of its own: the gate needs torch
+    and triton only, not a build of tempattn (kernels/ uses relative imports only)."""
+    name = "tempattn_gate_kernels"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "kernels" / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / "kernels")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return importlib.import_module(f"{name}.common.configs"), importlib.import_module(f"{name}.common.launch")
+
+
+def specs(archs=ARCHS):
+    """The specialisations the gate compiles (see the module docstring).
+
+    Variants: ``mask`` masked_sdpa causal + key mask + key bias (the light configs' heaviest case),
+    ``plain`` masked_sdpa with no flag, ``all`` an operator with every flag on, dropout included (the
+    heavy configs)."""
+    C, _ = _launch_module()
+    out = []
+
+    def add(kernel, op, variant, dtype, d, arch, all_configs=False):
+        hd = max(16, 1 << (d - 1).bit_length())
+        cands = C.candidates(kernel, arch, dtype, hd, hd, op, dropout=variant == "all")
+        for i, c in enumerate(cands if all_configs else cands[:1]):
+            out.append(Spec(kernel, op, variant, dtype, d, arch, str(c), default=i == 0))
+
+    for arch in archs:
+        for kernel in C.KERNELS:
+            for dtype in ("fp16", "bf16", "fp32"):
+                for d in HEAD_DIMS:
+                    # the light and the heavy configs' heaviest cases everywhere; every forward
+                    # autotune config at each head-dim bucket's widest head dim
+                    add(kernel, "masked_sdpa", "mask", dtype, d, arch,
+                        all_configs=kernel == "fwd" and dtype == "fp16" and d in (64, 128, 256))
+                    add(kernel, "decay_attention", "all", dtype, d, arch)
+            for d in (64, 128):
+                add(kernel, "masked_sdpa", "plain", "fp16", d, arch)
+                add(kernel, "masked_sdpa", "all", "fp16", d, arch)
+                add(kernel, "relpos_attention", "all", "fp16", d, arch)
+                add(kernel, "relpos_attention", "all", "bf16", d, arch)
+            for d in (64, 128, 256):
+                add(kernel, "masked_sdpa", "mask", "tf32", d, arch, all_configs=kernel == "fwd")
+            add(kernel, "decay_attention", "all", "tf32", 128, arch)
+            add(kernel, "masked_sdpa", "mask", "bf16", ODD_HEAD_DIM, arch)
+    return out
+
+
+def _operands(spec: Spec):
+    """CPU stand-ins for the launcher: (q, k, v, operator kwargs)."""
+    import torch
+    dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "tf32": torch.float32}[spec.dtype]
+    odd = spec.head_dim == ODD_HEAD_DIM
+    B, H, T, D = 2, 4, 200 if odd else 256, spec.head_dim
+    q, k, v = (torch.zeros(B, H, T, D, dtype=dt) for _ in range(3))
+    full = spec.variant == "all"
+    masks = spec.variant in ("all", "mask")
+    kw = dict(mod=spec.op, key_valid=torch.ones(B, T, dtype=torch.bool) if masks else None,
+              key_bias=torch.zeros(B, H, T) if masks else None, mod_a=None, mod_b=None, times=None,
+              causal=spec.op != "masked_sdpa" or masks, window=-1, eps=0.0, dropout_p=0.1 if full else 0.0,
+              seed=(1 << 40) + 7 if full else 0, scale=D ** -0.5, precision=spec.dtype)
+    if spec.op == "relpos_attention":
+        kw.update(mod_a=torch.zeros(H, 64), window=63 if full else -1)
+    if spec.op == "decay_attention":
+        S = 3 if full else 1
+        kw.update(mod_a=torch.zeros(H, S), mod_b=torch.zeros(H, S), times=torch.zeros(B, T) if full else None,
+                  eps=1e-6 if full else 0.0, window=200 if full else -1)
+    return q, k, v, kw
+
+
+def _compile(spec: Spec):
+    """Compile one specialisation (in a worker): a Result with ptxas's and Triton's resource numbers."""
+    import torch
+    import triton
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource, make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    C, L = _launch_module()
+    res = Result(spec)
+    t0 = time.perf_counter()
+    try:
+        q, k, v, kw = _operands(spec)
+        config = next(c for c in C.candidates(spec.kernel, spec.arch, spec.dtype, L.padded(spec.head_dim),
+                                              L.padded(spec.head_dim), spec.op, spec.variant == "all")
+                      if str(c) == spec.config)
+        B, H, Tq, D = q.shape
+        Tk = k.shape[2]
+        extra = {}
+        if spec.kernel == "fwd":
+            extra = dict(out=torch.empty_like(q), lse=torch.empty(B, H, Tq))
+        else:
+            grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), lse=torch.zeros(B, H, Tq))
+            if spec.kernel == "dkdv":
+                extra = dict(grads, outputs=(torch.empty_like(k), torch.empty_like(v),
+                                             torch.empty(B, H, Tk) if kw["key_bias"] is not None else None))
+            else:
+                n = triton.cdiv(Tq, config.block_m)
+                width = kw["mod_a"].shape[1] if kw["mod_a"] is not None else 1
+                parts = {"masked_sdpa": 0, "relpos_attention": 1, "decay_attention": 2}[spec.op]
+                p = [torch.zeros(B, H, n, width) for _ in range(parts)] + [None] * (2 - parts)
+                extra = dict(grads, outputs=(torch.empty_like(q), *p))
+        fn, _, args, kwargs = L.plan(spec.kernel, config, q, k, v, **extra, **kw)
+        res.shared_estimate = C.smem_estimate(spec.kernel, config, spec.dtype, L.padded(D), L.padded(v.shape[3]))
+
+        target = GPUTarget("cuda", spec.arch, 32)
+        backend = make_backend(target)
+        binder = create_function_from_signature(fn.signature, fn.params, backend)
+        bound_args, specialization, options = binder(*args, **kwargs)
+        options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound_args, specialization, options)
+        src = ASTSource(fn, signature, constexprs, attrs)
+        log = io.StringIO()
+        knobs.nvidia.dump_ptxas_log = True
+        with contextlib.redirect_stdout(log):
+            compiled = triton.compile(src, target=target, options=options.__dict__)
+        ptxas = log.getvalue()
+        if "Used" not in ptxas:  # the same kernel compiled earlier in this process: run ptxas -v ourselves
+            ptxas = _ptxas_log(compiled.asm["ptx"], spec.arch)
+        res.registers = max(map(int, re.findall(r"Used (\d+) registers", ptxas)), default=-1)
+        for name, st, ld in re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes spill "
+                                       r"stores, (\d+) bytes spill loads", ptxas):
+            res.spill_stores += int(st)
+            res.spill_loads += int(ld)
+            if name != fn.__name__:
+                res.exact_spills += int(st)
+        res.stack = max(map(int, re.findall(r"(\d+) bytes stack frame", ptxas)), default=0)
+        res.shared = int(compiled.metadata.shared)
+        ptx = compiled.asm["ptx"]
+        res.mma = len(re.findall(r"^\s*mma\.sync", ptx, re.M))
+        res.wgmma = len(re.findall(r"^\s*wgmma\.mma_async", ptx, re.M))
+        if res.registers < 0:
+            raise RuntimeError("no ptxas -v output (was the kernel taken from Triton's cache?)")
+        res.ok = True
+    except Exception as e:  # noqa: BLE001 - every failure is a gate failure, reported with its message
+        res.error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _ptxas_log(ptx: str, arch: int) -> str:
+    import subprocess
+    from triton.backends.nvidia.compiler import get_ptxas
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "k.ptx")
+        Path(path).write_text(ptx)
+        gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
+        out = subprocess.run([get_ptxas(arch).path, "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu}", path,
+                              "-o", path + ".o"], capture_output=True, text=True)
+        return out.stdout + out.stderr
+
+
+def _worker_init(triton_cache):
+    os.environ["TRITON_CACHE_DIR"] = triton_cache  # a fresh Triton cache: every compile runs ptxas -v
+
+
+def check(res: Result, C) -> list:
+    s = res.spec
+    fails = []
+    if not res.ok:
+        return [f"does not compile: {res.error}"]
+    limit = C.smem_limit(s.arch)
+    if res.shared > limit:
+        fails.append(f"shared memory {res.shared} B > {limit} B (sm_{s.arch})")
+    if C.ELEMENT_BYTES[s.dtype] == 2 or s.dtype == "tf32":
+        if res.mma + res.wgmma == 0:
+            fails.append("no tensor-core instruction (mma / wgmma)")
+    if s.head_dim <= 128 and (res.spill_stores or res.spill_loads):
+        where = f", {res.exact_spills} B in the exact pass" if res.exact_spills else ""
+        fails.append(f"spills {res.spill_stores} B stores / {res.spill_loads} B loads{where} at D={s.head_dim}")
+    return fails
+
+
+def _source_hash():
+    import triton
+    h = hashlib.sha256(triton.__version__.encode())
+    for p in KERNEL_SOURCES:
+        h.update(p.name.encode() + p.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _key(spec: Spec, source_hash: str) -> str:
+    return hashlib.sha256((source_hash + json.dumps(asdict(spec), sort_keys=True)).encode()).hexdigest()[:24]
+
+
+def table(results, C) -> str:
+    lines = ["| specialisation | arch | regs | spills (B st/ld) | smem (B) | smem est. | mma | wgmma | compile s | status |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        status = "ok" if not r.failures else "FAIL: " + "; ".join(r.failures)
+        name = r.spec.name + ("" if r.spec.default else " (autotune)")
+        lines.append(f"| {name} | sm_{r.spec.arch} | {r.registers} | "
+                     f"{r.spill_stores}/{r.spill_loads} | {r.shared} | {r.shared_estimate} | {r.mma} | {r.wgmma} | "
+                     f"{r.seconds:.1f}{' (cached)' if r.cached else ''} | {status} |")
+    return "\n".join(lines)
+
+
+def summary(results, C) -> str:
+    out = []
+    for arch in sorted({r.spec.arch for r in results}):
+        rs = [r for r in results if r.spec.arch == arch and r.ok]
+        if not rs:
+            continue
+        small = [r for r in rs if r.spec.head_dim <= 128]
+        big = [r for r in rs if r.spec.head_dim > 128]
+        top = max(rs, key=lambda r: r.shared)
+        out.append(f"sm_{arch}: {len(rs)} compiled, max registers {max(r.registers for r in rs)}, "
+                   f"spilling D<=128 {sum(1 for r in small if r.spill_stores or r.spill_loads)}, "
+                   f"spilling D=256 {sum(1 for r in big if r.spill_stores or r.spill_loads)} "
+                   f"(max {max((r.spill_stores for r in big), default=0)} B stores), "
+                   f"max smem {top.shared} B of {C.smem_limit(arch)} ({top.spec.name}), "
+                   f"compile s total {sum(r.seconds for r in rs):.0f} / max {max(r.seconds for r in rs):.1f}")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", default=",".join(map(str, ARCHS)), help="comma-separated compute capabilities")
+    ap.add_argument("--jobs", type=int,
+                    default=int(os.environ.get("TRITON_CHECK_JOBS", min(os.cpu_count() or 1, 2))))
+    ap.add_argument("--cache-dir", default=os.environ.get("TRITON_CHECK_CACHE",
+                                                          os.path.expanduser("~/.cache/tempattn/triton-check")))
+    ap.add_argument("--no-cache", action="store_true", help="ignore and do not write cached results")
+    ap.add_argument("--out", default=str(ROOT / "build" / "triton-check"))
+    ap.add_argument("--filter", default="", help="only specialisations whose name (or sm_ARCH) matches")
+    ap.add_argument("--list", action="store_true", help="list the specialisations and exit")
+    args = ap.parse_args(argv)
+    os.environ.pop("TRITON_INTERPRET", None)
+
+    C, _ = _launch_module()
+    todo = [s for s in specs(tuple(int(a) for a in args.arch.split(",")))
+            if re.search(args.filter, f"{s.name} sm_{s.arch}")]
+    if args.list:
+        print("\n".join(f"sm_{s.arch} {s.name}" for s in todo))
+        print(f"{len(todo)} specialisations")
+        return 0
+    t0 = time.perf_counter()
+    cache = Path(args.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    source_hash = _source_hash()
+    results, pending = {}, []
+    for s in todo:
+        path = cache / f"{_key(s, source_hash)}.json"
+        if not args.no_cache and path.exists():
+            data = json.loads(path.read_text())
+            results[s] = Result(**{**data, "spec": s, "cached": True})
+        else:
+            pending.append(s)
+    print(f"triton-check: {len(todo)} specialisations, {len(todo) - len(pending)} cached, compiling {len(pending)} "
+          f"with {args.jobs} jobs", flush=True)
+    with tempfile.TemporaryDirectory(prefix="triton-check-") as triton_cache:
+        # the slow ones first (wide heads, backward), so that the pool does not end on one long compile
+        pending.sort(key=lambda s: (-s.head_dim, s.kernel == "fwd", s.dtype != "fp32"))
+        with futures.ProcessPoolExecutor(args.jobs, initializer=_worker_init, initargs=(triton_cache,)) as pool:
+            jobs = [pool.submit(_compile, s) for s in pending]
+            for done, job in enumerate(futures.as_completed(jobs), 1):
+                r = job.result()
+                results[r.spec] = r
+                if r.ok and not args.no_cache:
+                    data = asdict(r)
+                    data.pop("spec")
+                    data.pop("cached")
+                    (cache / f"{_key(r.spec, source_hash)}.json").write_text(json.dumps(data))
+                if not r.ok or done % 25 == 0 or done == len(pending):
+                    print(f"  [{done}/{len(pending)}] {time.perf_counter() - t0:.0f}s  sm_{r.spec.arch} {r.spec.name}"
+                          f"{'' if r.ok else '  ERROR ' + r.error}", flush=True)
+    ordered = [results[s] for s in todo]
+    for r in ordered:
+        r.failures = check(r, C)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter() - t0
+    (out / "triton-check.json").write_text(json.dumps(
+        dict(wall_seconds=wall, jobs=args.jobs, compiled=len(pending), cached=len(todo) - len(pending),
+             results=[dict(asdict(r), name=r.spec.name) for r in ordered]), indent=1))
+    report = table(ordered, C)
+    (out / "triton-check.md").write_text(report + "\n\n" + summary(ordered, C) + "\n")
+    failed = [r for r in ordered if r.failures]
+    for r in failed:
+        print(f"FAIL sm_{r.spec.arch} {r.spec.name}: {'; '.join(r.failures)}")
+    print(summary(ordered, C))
+    print(f"triton-check: {len(ordered) - len(failed)}/{len(ordered)} ok in {wall:.0f}s "
+          f"({len(pending)} compiled, {len(todo) - len(pending)} cached); table: {out / 'triton-check.md'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
