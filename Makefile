@@ -45,12 +45,26 @@ test-isa: venv
 package-check: venv
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) tests/packaging/package_check.py
 
+# The Triton compile gate (tools/triton_check.py): every kernel specialisation the launcher can select, compiled
+# for sm_80 and sm_90 with the ptxas that ships with triton (no GPU needed); fails on a compile error, shared memory
+# over the arch's limit, a 16-bit kernel without tensor-core instructions or a spill at D <= 128. Table in
+# build/triton-check/; results cached by kernel source hash in ~/.cache/tempattn/triton-check.
+.PHONY: triton-check
+triton-check: venv
+	$(PY) tools/triton_check.py $(TRITON_CHECK_ARGS)
+
 bench: build
 	$(PY) -m tempattn.bench $(BENCH_ARGS)
 
 # The CPU kernels' speed at each ISA level at the headline shape (benchmarks/isa_speed.py).
 bench-isa: build
 	$(PY) benchmarks/isa_speed.py
+
+# The GPU check for a lent GPU machine (.ci/gpu-check, <= 8 minutes on an H100 / H200): build for the device's arch,
+# GPU correctness suite, reduced benchmark grid. Uses the machine's own CUDA torch; says "skipped" without a GPU.
+.PHONY: gpu-check
+gpu-check:
+	bash .ci/gpu-check $(GPU_CHECK_ARGS)
 
 DOCS_DEPS := $(VENV)/.docs-deps-installed
 

@@ -10,7 +10,12 @@ forward + backward, it times:
 - SDPA's backends with the same semantics: the efficient and cuDNN kernels with the same padding mask
   (bool) or the dense (H, T, T) bias (float), the math kernel up to T = 4096;
 - torch.compile'd flex_attention with the same score_mod and block_mask (compiled in the warm-up);
-- the floor (SDPA flash, causal, no mask) and the bf16 matmul ceiling (TFLOP/s of an 8192^3 GEMM).
+- the floor (SDPA flash, causal, no mask) and the bf16 matmul ceiling (TFLOP/s of an 8192^3 GEMM);
+- once, the causal forward at T = 8192, D = 128 (B = 2, H = 16) of tempattn and SDPA flash.
+
+The table ends with a verdict per GPU target of the Triton backend (masked_sdpa >= 1.0x the fastest SDPA backend
+with the same padding mask, forward and forward + backward; relpos / decay forward + backward >= 1.5x compiled
+flex_attention; the causal forward >= 50% of the bf16 matmul's TFLOP/s).
 
 Shapes run smallest first; a shape whose estimated time (the previous shape's, scaled by its FLOPs)
 would overrun --budget is dropped with every larger one ("dropped" in the JSON). Every call is checked
@@ -172,6 +177,33 @@ def _case(fn, p: Problem, mode):
     return _timeit(run)
 
 
+CAUSAL_T, CAUSAL_D, CAUSAL_B = 8192, 128, 2
+
+
+def causal_forward(device, backends):
+    """masked_sdpa causal forward at T=8k, D=128, bf16 (the issue's 50%-of-matmul target) and SDPA flash's."""
+    import tempattn
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    g = torch.Generator(device=device).manual_seed(0)
+    q, k, v = (torch.randn(CAUSAL_B, H, CAUSAL_T, CAUSAL_D, device=device, dtype=DTYPE, generator=g) for _ in range(3))
+    flops = 4 * CAUSAL_B * H * CAUSAL_T * CAUSAL_T * CAUSAL_D / 2
+    out = dict(T=CAUSAL_T, D=CAUSAL_D, B=CAUSAL_B, H=H)
+
+    def flash():
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    runs = {f"tempattn-{b}": (lambda b=b: tempattn.masked_sdpa(q, k, v, causal=True, backend=b)) for b in backends}
+    runs["sdpa-flash"] = flash
+    for name, fn in runs.items():
+        try:
+            with torch.no_grad():
+                ms = _timeit(fn)
+            out[name] = dict(ms=round(ms, 4), tflops=round(flops / (ms * 1e-3) / 1e12, 1))
+        except Exception as e:  # noqa: BLE001 - recorded, not fatal
+            out[name] = dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+    return out
+
+
 def matmul_ceiling(device):
     a, b = (torch.randn(8192, 8192, device=device, dtype=DTYPE) for _ in range(2))
     ms = _timeit(lambda: a @ b)
@@ -197,6 +229,7 @@ def main(argv=None):
                   torch=torch.__version__, triton=__import__("triton").__version__, backends=backends,
                   budget_s=args.budget, cases=[], dropped=[])
     result["matmul_bf16_tflops"] = round(matmul_ceiling(device), 1)
+    result["causal_fwd"] = causal_forward(device, backends)
     last = None  # (flops, seconds) of the previous shape
     for T in TS:
         for op in args.ops.split(","):
@@ -254,6 +287,7 @@ def table(result) -> str:
         lines.append(f"| {op} | {T} | {mode} | {fmt(ms(tri))} | {tri.get('tflops', '-') if tri else '-'} | "
                      f"{fmt(best[0])} ({best[1][5:]}) | {fmt(flex)} | {fmt(ms(by.get('floor-sdpa-flash-causal')))} | "
                      f"{ratio(best[0])} | {ratio(flex)} |")
+    lines += verdicts(result, rows)
     errors = [c for c in result["cases"] if "error" in c]
     if errors:
         lines.append(f"{len(errors)} provider errors (see the JSON), e.g. {errors[0]['provider']}: {errors[0]['error']}")
@@ -261,6 +295,38 @@ def table(result) -> str:
         lines.append("dropped for the budget: " + ", ".join(f"{d['op']} T={d['T']} {d['mode']}"
                                                             for d in result["dropped"]))
     return "\n".join(lines)
+
+
+def verdicts(result, rows) -> list:
+    """The issue's GPU targets, each PASS / FAIL / n/a from this run's numbers."""
+    def ms(c):
+        return c.get("ms") if c else None
+
+    out = []
+    for (op, T, mode), by in rows.items():
+        tri = ms(by.get("tempattn-triton"))
+        if op == "masked_sdpa":  # >= 1.0x the fastest SDPA backend that takes the same padding mask
+            best = min((ms(c) for n, c in by.items() if n.startswith("sdpa-") and ms(c)), default=None)
+            ratio, need, what = (best / tri if best and tri else None), 1.0, "fastest SDPA with the mask"
+        elif mode == "fwd+bwd":  # relpos / decay: >= 1.5x compiled flex_attention
+            flex = ms(by.get("flex"))
+            ratio, need, what = (flex / tri if flex and tri else None), 1.5, "compiled flex_attention"
+        else:
+            continue
+        verdict = "n/a" if ratio is None else ("PASS" if ratio >= need else "FAIL")
+        out.append(f"target {op} T={T} {mode}: {'-' if ratio is None else f'{ratio:.2f}x'} {what} "
+                   f"(need >= {need}x): {verdict}")
+    causal = result.get("causal_fwd", {})
+    tri = causal.get("tempattn-triton", {})
+    ceiling = result.get("matmul_bf16_tflops")
+    if tri.get("tflops") and ceiling:
+        share = tri["tflops"] / ceiling
+        out.append(f"target causal fwd T={causal['T']} D={causal['D']} bf16: {tri['tflops']} TFLOP/s = "
+                   f"{100 * share:.0f}% of the bf16 matmul's {ceiling} (need >= 50%): {'PASS' if share >= 0.5 else 'FAIL'}"
+                   f"; sdpa flash {causal.get('sdpa-flash', {}).get('tflops', '-')} TFLOP/s")
+    elif causal:
+        out.append(f"target causal fwd: n/a ({tri.get('error', 'not run')})")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,38 +1,49 @@
-"""The Triton compile gate (`make triton-check`): compiles every kernel specialisation the launcher can
-select, for real GPU targets, without a GPU, and checks its static resources.
+"""The Triton compile gate (`make triton-check`): compiles every kernel specialisation the launcher can select, for real
+GPU targets, without a GPU, and checks its static resources.
 
     python tools/triton_check.py [--arch 80,90] [--jobs 2] [--cache-dir DIR] [--out DIR] [--no-cache]
                                  [--filter REGEX] [--list]
 
-What it compiles (``specs()``, 270 specialisations): for sm_80 and sm_90 and each kernel (forward,
-dK/dV, dQ), in fp16, bf16 and fp32 at head dims 16, 32, 64, 128 and 256, the heaviest case of each of
-the launcher's two configuration classes: masked_sdpa causal + key mask + key bias ("mask", the light
-configs) and decay_attention with every flag on (window, key mask, key bias, dropout, timestamps,
-eps, 3 scales: "all", the heavy configs); at head dims 64 and 128 also the plain masked_sdpa, the
-masked_sdpa with every flag (dropout included) and relpos_attention with every flag (fp16 and bf16);
-float32 with TF32 dots; head dim 72 (padded to 128, rows not 16-element aligned); and every forward
-autotune config of the light fp16 and TF32 entries. Each goes through the launcher's own ``plan()``
-with CPU stand-in tensors and the launcher's configuration table (``configs.candidates`` with the arch
-passed in), then through Triton's own argument specialisation, so the gate compiles what a launch on
-that arch would.
+How: each specialisation goes through the launcher's own ``plan()`` (kernels/common/launch.py) with CPU stand-in
+tensors and the configuration that ``configs.candidates`` selects for the arch passed in, then through Triton's own
+argument binding and specialisation, and ``triton.compile(..., target=GPUTarget("cuda", 80 | 90, 32))``, which runs
+the ``ptxas`` that ships with triton (-v). So it compiles what a launch on that arch would, down to the cubin.
 
-It fails (exit 1) when a specialisation does not compile, when its shared memory exceeds the arch's
-opt-in limit per block (sm_80 166,912 B, sm_90 232,448 B), when a 16-bit or TF32 specialisation has no
-tensor-core instruction (mma.sync / wgmma in its PTX), or when a head dim <= 128 specialisation spills
-(ptxas -v). It writes ``<out>/triton-check.{json,md}``: specialisation, arch, registers, spills,
-shared memory (and the launcher's static estimate), tensor-core instruction count, compile seconds.
+What it compiles (``specs()``, ~300 specialisations): for sm_80 and sm_90 and each kernel (forward, dK/dV, dQ), in
+fp16, bf16 and fp32 (IEEE dots) at head dims 16, 32, 64, 128, 256 and 72 (not a power of two: padded to 128, rows
+not 16-element aligned, so Triton's unaligned variant), the heaviest case of each of the launcher's two
+configuration classes: masked_sdpa causal + key mask + key bias ("mask", the light configs) and decay_attention
+with every flag on (window, key mask, key bias, dropout, timestamps, eps, three scales: "all", the heavy configs);
+at head dims 64 and 128 also the plain masked_sdpa (every flag off), masked_sdpa with every flag (dropout
+included) and relpos_attention with every flag (window, key mask, key bias, dropout; fp16 and bf16); float32 with
+TF32 dots. Every forward specialisation is compiled with each of its autotune candidates (the pruned list), the
+backward ones with their single configuration.
 
-What it proves: every selectable specialisation builds with this Triton and ptxas for sm_80 and
-sm_90(a), fits the block's shared memory, lowers its dots to tensor cores, and (D <= 128) keeps its
-state in registers. What it cannot: numerical correctness on a device (the interpreter suite and
-`make gpu-check` do that), speed, run-time failures beyond the static limits (occupancy, the
-register file per SM, launch-time limits of other archs, driver / PTX JIT issues), and the
-specialisations Triton makes at run time on alignment (a base pointer or stride not divisible by 16
-compiles another variant; head dim 72 covers one such).
+It fails (exit 1) when a specialisation does not compile; when its shared memory exceeds the arch's opt-in limit per
+block (sm_80 166,912 B, sm_90 232,448 B) or the launcher's static estimate (``configs.smem_estimate``, which the
+pruning trusts for archs the gate does not compile); when a 16-bit or TF32 specialisation has no tensor-core
+instruction (mma.sync / wgmma in its PTX); or when a head dim <= 128 specialisation spills (ptxas -v: any spill
+store or load, the rarely taken non-finite exact passes included). It writes ``<out>/triton-check.{json,md}``
+(default build/triton-check/): a summary per arch, then per specialisation the arch, registers, spill bytes, shared
+memory (compiled and estimated), tensor-core instruction counts (mma / wgmma), compile seconds (wall and CPU).
 
-Results are cached per specialisation under --cache-dir (default ~/.cache/tempattn/triton-check), keyed
-on the kernel sources, the Triton version and the specialisation: a warm run recompiles only what a
-change touched.
+What it proves: every specialisation in that list builds with this Triton and its ptxas for sm_80 and sm_90a; fits
+the block's shared memory, so the launch cannot fail for lack of it; lowers its dots to tensor cores (wgmma on sm_90
+where Triton chose it); keeps its state in registers at D <= 128; and the launcher's shared-memory estimate bounds
+the compiled figure.
+
+What it cannot prove: numerical correctness of the compiled code (the interpreter suite checks the kernels' logic,
+not the compiler; `make gpu-check` runs them on a device); speed or occupancy (registers x warps against the SM's
+register file is not checked); run-time failures beyond the static limits (driver / PTX JIT, launch limits, out of
+memory, illegal addresses); other archs (sm_86 / sm_89 with 99 KB of shared memory, sm_100) beyond the estimate the
+pruning applies to them; and the flag combinations between "plain" and "all" (each flag is compiled on and off,
+and resources grow with the flags, but not every combination is compiled), other S, R and window values (runtime
+values or loop bounds, not code), and other alignments than the two covered.
+
+Results are cached per specialisation under --cache-dir (default ~/.cache/tempattn/triton-check), keyed on the kernel
+sources (kernels/common/*.py), this file, the Triton version and the specialisation: a warm run recompiles only what
+a change touched. A cold run compiles everything; on 2 cores that takes a few minutes (the JSON records the wall and
+the CPU seconds).
 """
 import argparse
 import concurrent.futures as futures
@@ -88,6 +99,7 @@ class Result:
     mma: int = 0
     wgmma: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process's and its ptxas runs' CPU time: the compile's cost on an idle core
     cached: bool = False
     failures: list = field(default_factory=list)
 
@@ -106,7 +118,8 @@ def _launch_module():
 
 
 def specs(archs=ARCHS):
-    """The specialisations the gate compiles (see the module docstring).
+    """The specialisations the gate compiles (see the module docstring), every forward one with each of its
+    autotune candidates, the backward ones with their single configuration.
 
     Variants: ``mask`` masked_sdpa causal + key mask + key bias (the light configs' heaviest case),
     ``plain`` masked_sdpa with no flag, ``all`` an operator with every flag on, dropout included (the
@@ -114,30 +127,27 @@ def specs(archs=ARCHS):
     C, _ = _launch_module()
     out = []
 
-    def add(kernel, op, variant, dtype, d, arch, all_configs=False):
+    def add(kernel, op, variant, dtype, d, arch):
         hd = max(16, 1 << (d - 1).bit_length())
         cands = C.candidates(kernel, arch, dtype, hd, hd, op, dropout=variant == "all")
-        for i, c in enumerate(cands if all_configs else cands[:1]):
+        for i, c in enumerate(cands):
             out.append(Spec(kernel, op, variant, dtype, d, arch, str(c), default=i == 0))
 
     for arch in archs:
         for kernel in C.KERNELS:
             for dtype in ("fp16", "bf16", "fp32"):
-                for d in HEAD_DIMS:
-                    # the light and the heavy configs' heaviest cases everywhere; every forward
-                    # autotune config at each head-dim bucket's widest head dim
-                    add(kernel, "masked_sdpa", "mask", dtype, d, arch,
-                        all_configs=kernel == "fwd" and dtype == "fp16" and d in (64, 128, 256))
-                    add(kernel, "decay_attention", "all", dtype, d, arch)
+                for d in HEAD_DIMS + (ODD_HEAD_DIM,):
+                    add(kernel, "masked_sdpa", "mask", dtype, d, arch)      # the light configs' heaviest case
+                    if d != ODD_HEAD_DIM:
+                        add(kernel, "decay_attention", "all", dtype, d, arch)  # the heavy configs' heaviest case
             for d in (64, 128):
                 add(kernel, "masked_sdpa", "plain", "fp16", d, arch)
                 add(kernel, "masked_sdpa", "all", "fp16", d, arch)
                 add(kernel, "relpos_attention", "all", "fp16", d, arch)
                 add(kernel, "relpos_attention", "all", "bf16", d, arch)
             for d in (64, 128, 256):
-                add(kernel, "masked_sdpa", "mask", "tf32", d, arch, all_configs=kernel == "fwd")
+                add(kernel, "masked_sdpa", "mask", "tf32", d, arch)
             add(kernel, "decay_attention", "all", "tf32", 128, arch)
-            add(kernel, "masked_sdpa", "mask", "bf16", ODD_HEAD_DIM, arch)
     return out
 
 
@@ -174,12 +184,10 @@ def _compile(spec: Spec):
 
     C, L = _launch_module()
     res = Result(spec)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     try:
         q, k, v, kw = _operands(spec)
-        config = next(c for c in C.candidates(spec.kernel, spec.arch, spec.dtype, L.padded(spec.head_dim),
-                                              L.padded(spec.head_dim), spec.op, spec.variant == "all")
-                      if str(c) == spec.config)
+        config = C.parse_config(spec.config)
         B, H, Tq, D = q.shape
         Tk = k.shape[2]
         extra = {}
@@ -197,7 +205,8 @@ def _compile(spec: Spec):
                 p = [torch.zeros(B, H, n, width) for _ in range(parts)] + [None] * (2 - parts)
                 extra = dict(grads, outputs=(torch.empty_like(q), *p))
         fn, _, args, kwargs = L.plan(spec.kernel, config, q, k, v, **extra, **kw)
-        res.shared_estimate = C.smem_estimate(spec.kernel, config, spec.dtype, L.padded(D), L.padded(v.shape[3]))
+        res.shared_estimate = C.smem_estimate(spec.kernel, config, spec.dtype, L.padded(D), L.padded(v.shape[3]),
+                                              spec.arch, spec.op)
 
         target = GPUTarget("cuda", spec.arch, 32)
         backend = make_backend(target)
@@ -230,7 +239,14 @@ def _compile(spec: Spec):
     except Exception as e:  # noqa: BLE001 - every failure is a gate failure, reported with its message
         res.error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
     res.seconds = time.perf_counter() - t0
+    res.cpu_seconds = _cpu_seconds() - c0
     return res
+
+
+def _cpu_seconds() -> float:
+    import resource
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _ptxas_log(ptx: str, arch: int) -> str:
@@ -257,6 +273,8 @@ def check(res: Result, C) -> list:
     limit = C.smem_limit(s.arch)
     if res.shared > limit:
         fails.append(f"shared memory {res.shared} B > {limit} B (sm_{s.arch})")
+    if res.shared > res.shared_estimate:
+        fails.append(f"shared memory {res.shared} B > the launcher's estimate {res.shared_estimate} B")
     if C.ELEMENT_BYTES[s.dtype] == 2 or s.dtype == "tf32":
         if res.mma + res.wgmma == 0:
             fails.append("no tensor-core instruction (mma / wgmma)")
@@ -264,6 +282,11 @@ def check(res: Result, C) -> list:
         where = f", {res.exact_spills} B in the exact pass" if res.exact_spills else ""
         fails.append(f"spills {res.spill_stores} B stores / {res.spill_loads} B loads{where} at D={s.head_dim}")
     return fails
+
+
+def triton_version() -> str:
+    import triton
+    return f"triton {triton.__version__}"
 
 
 def _source_hash():
@@ -280,18 +303,19 @@ def _key(spec: Spec, source_hash: str) -> str:
 
 
 def table(results, C) -> str:
-    lines = ["| specialisation | arch | regs | spills (B st/ld) | smem (B) | smem est. | mma | wgmma | compile s | status |",
+    lines = ["| specialisation | arch | regs | spills (B st/ld) | smem (B) | smem est. | mma | wgmma | compile s (cpu) | status |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         status = "ok" if not r.failures else "FAIL: " + "; ".join(r.failures)
         name = r.spec.name + ("" if r.spec.default else " (autotune)")
         lines.append(f"| {name} | sm_{r.spec.arch} | {r.registers} | "
                      f"{r.spill_stores}/{r.spill_loads} | {r.shared} | {r.shared_estimate} | {r.mma} | {r.wgmma} | "
-                     f"{r.seconds:.1f}{' (cached)' if r.cached else ''} | {status} |")
+                     f"{r.seconds:.1f} ({r.cpu_seconds:.1f}){' cached' if r.cached else ''} | {status} |")
     return "\n".join(lines)
 
 
 def summary(results, C) -> str:
+    """Per arch: how many compiled, max registers, spills, max shared memory, tensor-core instruction counts."""
     out = []
     for arch in sorted({r.spec.arch for r in results}):
         rs = [r for r in results if r.spec.arch == arch and r.ok]
@@ -300,12 +324,17 @@ def summary(results, C) -> str:
         small = [r for r in rs if r.spec.head_dim <= 128]
         big = [r for r in rs if r.spec.head_dim > 128]
         top = max(rs, key=lambda r: r.shared)
-        out.append(f"sm_{arch}: {len(rs)} compiled, max registers {max(r.registers for r in rs)}, "
-                   f"spilling D<=128 {sum(1 for r in small if r.spill_stores or r.spill_loads)}, "
-                   f"spilling D=256 {sum(1 for r in big if r.spill_stores or r.spill_loads)} "
-                   f"(max {max((r.spill_stores for r in big), default=0)} B stores), "
-                   f"max smem {top.shared} B of {C.smem_limit(arch)} ({top.spec.name}), "
-                   f"compile s total {sum(r.seconds for r in rs):.0f} / max {max(r.seconds for r in rs):.1f}")
+        tc = [r for r in rs if C.ELEMENT_BYTES[r.spec.dtype] == 2 or r.spec.dtype == "tf32"]
+        mma = [r.mma + r.wgmma for r in tc]
+        wg = sum(1 for r in tc if r.wgmma)
+        spilling_big = [r for r in big if r.spill_stores or r.spill_loads]
+        out.append(f"sm_{arch}: {len(rs)} compiled; max registers {max(r.registers for r in rs)}; "
+                   f"spills at D<=128: {sum(1 for r in small if r.spill_stores or r.spill_loads)}, at D=256: "
+                   f"{len(spilling_big)} (max {max((r.spill_stores for r in spilling_big), default=0)} B stores); "
+                   f"max smem {top.shared} B of {C.smem_limit(arch)} ({top.spec.name}); "
+                   f"tensor-core instructions per 16-bit/TF32 kernel {min(mma, default=0)}..{max(mma, default=0)}"
+                   f" ({wg} of {len(tc)} with wgmma); compile cpu s total {sum(r.cpu_seconds for r in rs):.0f}, "
+                   f"max {max(r.cpu_seconds for r in rs):.1f}")
     return "\n".join(out)
 
 
@@ -366,16 +395,19 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter() - t0
+    cpu = sum(r.cpu_seconds for r in ordered if not r.cached)
     (out / "triton-check.json").write_text(json.dumps(
-        dict(wall_seconds=wall, jobs=args.jobs, compiled=len(pending), cached=len(todo) - len(pending),
+        dict(wall_seconds=wall, cpu_seconds=cpu, jobs=args.jobs, compiled=len(pending), cached=len(todo) - len(pending),
+             failed=sum(1 for r in ordered if r.failures), summary=summary(ordered, C).splitlines(),
              results=[dict(asdict(r), name=r.spec.name) for r in ordered]), indent=1))
     report = table(ordered, C)
-    (out / "triton-check.md").write_text(report + "\n\n" + summary(ordered, C) + "\n")
+    (out / "triton-check.md").write_text(f"# triton-check ({triton_version()})\n\n" + summary(ordered, C) + "\n\n"
+                                         + report + "\n")
     failed = [r for r in ordered if r.failures]
     for r in failed:
         print(f"FAIL sm_{r.spec.arch} {r.spec.name}: {'; '.join(r.failures)}")
     print(summary(ordered, C))
-    print(f"triton-check: {len(ordered) - len(failed)}/{len(ordered)} ok in {wall:.0f}s "
+    print(f"triton-check: {len(ordered) - len(failed)}/{len(ordered)} ok in {wall:.0f}s wall, {cpu:.0f} cpu s "
           f"({len(pending)} compiled, {len(todo) - len(pending)} cached); table: {out / 'triton-check.md'}")
     return 1 if failed else 0
 

@@ -57,15 +57,17 @@ def _dim_bucket(head_dim: int) -> int:
     return 64 if head_dim <= 64 else head_dim  # 16, 32 and 64 share the 64 tiles
 
 
+def parse_config(name: str) -> Config:
+    """The Config of a name such as "128x64w4s3" (``str(config)``)."""
+    bm, rest = name.split("x")
+    bn, rest = rest.split("w")
+    w, st = rest.split("s")
+    return Config(int(bm), int(bn), int(w), int(st))
+
+
 def _c(*names):
     """Configs from their names, e.g. _c("128x64w4s3", "64x64w4s2")."""
-    out = []
-    for n in names:
-        bm, rest = n.split("x")
-        bn, rest = rest.split("w")
-        w, st = rest.split("s")
-        out.append(Config(int(bm), int(bn), int(w), int(st)))
-    return out
+    return [parse_config(n) for n in names]
 
 
 # (table arch, dtype class, weight, kernel, head dim bucket) -> configs, the default first.
@@ -134,19 +136,31 @@ def weight(mod: str, dropout: bool) -> str:
     return "light" if mod == "masked_sdpa" and not dropout else "heavy"
 
 
-def smem_estimate(kernel: str, config: Config, dtype: str, head_dim: int, head_dim_v: int) -> int:
-    """Static upper estimate of a configuration's shared memory (bytes): the pipelined tiles (one buffer
-    per stage, at least 1) of the operands streamed by the loop, the tiles loaded once and staged
-    for the dots, and the layout-conversion scratch of a [BLOCK_M, BLOCK_N] float32 tile."""
+# Per-element bytes of the [BLOCK_M, BLOCK_N] scratch each modifier's score needs on top of the tiles: the relpos
+# table gather converts its 64-bit addresses between layouts, decay and the masks less.
+_MOD_SCRATCH = {"masked_sdpa": 2, "relpos_attention": 8, "decay_attention": 4}
+
+
+def smem_estimate(kernel: str, config: Config, dtype: str, head_dim: int, head_dim_v: int, arch: int = 80,
+                  mod: str = "masked_sdpa") -> int:
+    """Static upper estimate of a launch's shared memory (bytes), what ``candidates`` prunes by.
+
+    The tiles the loop streams, one buffer per stage (the forward and dQ: K and V; dK/dV: Q and dO, twice where
+    they feed both operands of wgmma (sm_90) or of 32-bit dots); the tiles loaded once and staged for the dots
+    (dQ: K once more there too); the modifier's [BLOCK_M, BLOCK_N] scratch; 1 KB for the reductions. Fitted to
+    the compiled figures of triton 3.7 (``make triton-check`` prints both and fails where the compiled one is
+    larger): an upper bound, by about 1.3x at the large tiles."""
     e = ELEMENT_BYTES[dtype]
-    bm, bn, stages = config.block_m, config.block_n, max(config.num_stages - 1, 1)
-    if kernel == "fwd":      # streams K [bn, D], V [bn, Dv]; Q [bm, D] once
-        streamed, once = bn * (head_dim + head_dim_v), bm * head_dim
-    elif kernel == "dkdv":   # streams Q [bm, D], dO [bm, Dv]; K, V once
-        streamed, once = bm * (head_dim + head_dim_v), bn * (head_dim + head_dim_v)
-    else:                    # dq: streams K, V; Q, dO once
-        streamed, once = bn * (head_dim + head_dim_v), bm * (head_dim + head_dim_v)
-    return e * (stages * streamed + once) + 4 * bm * bn
+    bm, bn, stages = config.block_m, config.block_n, max(config.num_stages, 1)
+    dims = head_dim + head_dim_v
+    twice = arch >= 90 or e == 4
+    if kernel == "fwd":
+        elements = stages * bn * dims + bm * head_dim
+    elif kernel == "dkdv":
+        elements = stages * bm * dims * (2 if twice else 1) + bn * dims
+    else:
+        elements = stages * bn * dims + bm * dims + (bn * head_dim if twice else 0)
+    return e * elements + _MOD_SCRATCH[mod] * bm * bn + 1024
 
 
 def candidates(kernel: str, arch: int, dtype: str, head_dim: int, head_dim_v: int, mod: str = "masked_sdpa",
@@ -161,10 +175,13 @@ def candidates(kernel: str, arch: int, dtype: str, head_dim: int, head_dim_v: in
     key = (_table_arch(arch), _dtype_class(dtype), weight(mod, dropout), kernel, _dim_bucket(max(head_dim, head_dim_v)))
     table = _TABLE[key]
     limit = smem_limit(arch)
-    fits = [c for c in table if smem_estimate(kernel, c, dtype, head_dim, head_dim_v) <= limit]
+    def estimate(c):
+        return smem_estimate(kernel, c, dtype, head_dim, head_dim_v, arch, mod)
+
+    fits = [c for c in table if estimate(c) <= limit]
     if not fits:  # e.g. an sm_86 / sm_89 part (99 KB): shrink the smallest entry until it fits
-        c = min(table, key=lambda c: smem_estimate(kernel, c, dtype, head_dim, head_dim_v))
-        while smem_estimate(kernel, c, dtype, head_dim, head_dim_v) > limit and (c.num_stages > 1 or c.block_n > 16):
+        c = min(table, key=estimate)
+        while estimate(c) > limit and (c.num_stages > 1 or c.block_n > 16):
             c = Config(c.block_m, c.block_n, c.num_warps, c.num_stages - 1) if c.num_stages > 1 else \
                 Config(min(c.block_m, c.block_n // 2), c.block_n // 2, c.num_warps, c.num_stages)
         fits = [c]

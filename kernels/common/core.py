@@ -8,17 +8,19 @@ from ``PARAM_0`` / ``PARAM_1`` and writes its gradient partials to ``PARTIAL_0``
 
 Scores are kept in base 2 (FlashAttention-2): ``s2 = log2(e) * (scale * q.k + m_ij + key_bias_j)``
 with log2(e) folded into the dot's scale, so every exponential is an ``exp2``; lse is stored in
-natural log. A causal loop over key (or query) tiles is split into the tiles that causality admits
-whole, where the causal comparison is skipped, and the tiles on the diagonal, which get it (the
-bounds, the key mask and the window's comparison stay in both).
+natural log. Each loop over key (or query) tiles is split by the masks its tiles need
+(``_key_ranges`` / ``_query_ranges``): the tiles that causality and the window admit whole skip both
+comparisons, the tiles on the causal diagonal get the causal one, the tiles across the window's edge
+the window's (the bounds and the key mask stay everywhere).
 
 Non-finite inputs (docs/contract.md): admissibility (masks, causal, window) is tracked apart from the
 score value, so a NaN score propagates instead of removing its key. The loops use plain dots, where
 a non-finite v (k, q, dO) would leak as 0 * NaN into rows (keys) that cannot see it; it always leaves
 the tile's accumulator non-finite, so a tile that ends non-finite is redone by an exact pass
 (``_fwd_exact``, ``_dkdv_exact``, ``_dq_exact``: one row or key at a time, IEEE products over the
-admissible pairs only, no tensor cores, a function of its own so that its registers do not weigh
-on the loop's). Tiles of finite inputs never take that branch.
+admissible pairs only, no tensor cores, after the loop so that its registers do not weigh on the
+loop's). Tiles of finite inputs never take that branch. (The exact passes are inlined: as
+``noinline`` functions their call sequence made ptxas spill around the call site in every kernel.)
 """
 import triton
 import triton.language as tl
@@ -47,29 +49,37 @@ def _store_tile(PTR, value, o_r, o_c, stride_r, n_r, n_c):
 @triton.jit
 def _key_ranges(i_m, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                 WINDOWED: tl.constexpr):
-    """(lo, mid, hi) for query tile i_m: [lo, hi) holds every key tile it may admit; causality admits
-    every (row, key) pair of the tiles in [lo, mid) (no causal mask there), [mid, hi) are the tiles on
-    the diagonal. lo and mid are multiples of BLOCK_N, so lo, lo + BLOCK_N, ... visits both in order."""
-    m0 = i_m * BLOCK_M
-    shift = Tk - Tq
+    """(lo, a, b, hi): the key tiles of query tile i_m, split by the masks they need. [lo, hi) holds every
+    key tile the query tile may admit; [lo, a) cross the window's edge (window mask; they lie below the
+    causal diagonal); [a, b) are admitted whole by the window and causality (neither mask); [b, hi) lie on
+    the causal diagonal (causal mask, and the window's where WINDOWED). Without a window a = lo, without
+    causality b = hi. lo, a and b are multiples of BLOCK_N (or hi), so the three loops visit lo,
+    lo + BLOCK_N, ... in order, every tile once."""
+    first = i_m * BLOCK_M + (Tk - Tq)  # the tile's first row position
+    last = first + BLOCK_M - 1
     lo = 0
     hi = Tk
     if CAUSAL:
-        hi = tl.minimum(Tk, m0 + BLOCK_M + shift)
+        hi = tl.minimum(Tk, last + 1)
     if WINDOWED:
-        lo = tl.maximum(0, m0 + shift - window) // BLOCK_N * BLOCK_N
+        lo = tl.maximum(0, first - window) // BLOCK_N * BLOCK_N
     hi = tl.maximum(hi, lo)
-    mid = hi
-    if CAUSAL:  # n0 + BLOCK_N - 1 <= the tile's first row position
-        mid = tl.maximum(tl.minimum(tl.maximum(m0 + shift + 1, 0) // BLOCK_N * BLOCK_N, hi), lo)
-    return lo, mid, hi
+    b = hi
+    if CAUSAL:  # whole below the diagonal: n0 + BLOCK_N - 1 <= first
+        b = tl.maximum(tl.minimum(tl.maximum(first + 1, 0) // BLOCK_N * BLOCK_N, hi), lo)
+    a = lo
+    if WINDOWED:  # whole inside the window: n0 >= last - window
+        a = tl.minimum(tl.maximum(tl.cdiv(tl.maximum(last - window, 0), BLOCK_N) * BLOCK_N, lo), b)
+    return lo, a, b, hi
 
 
 @triton.jit
 def _query_ranges(i_n, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                   WINDOWED: tl.constexpr):
-    """(lo, mid, hi) of the query tiles for key tile i_n: [lo, mid) on the causal diagonal, [mid, hi)
-    below it (no causal mask); lo and mid are multiples of BLOCK_M."""
+    """(lo, b, c, hi): the query tiles of key tile i_n, split by the masks they need. [lo, b) lie on the
+    causal diagonal (causal mask, and the window's where WINDOWED); [b, c) are admitted whole (neither
+    mask); [c, hi) cross the window's edge (window mask). Without causality b = lo, without a window
+    c = hi. lo, b and c are multiples of BLOCK_M (or hi)."""
     n0 = i_n * BLOCK_N
     shift = Tk - Tq
     lo = 0
@@ -79,10 +89,14 @@ def _query_ranges(i_n, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.conste
     if WINDOWED:
         hi = tl.minimum(Tq, n0 + BLOCK_N + window - shift)
     hi = tl.maximum(hi, lo)
-    mid = lo
-    if CAUSAL:  # m0 >= the tile's last key - shift
-        mid = tl.minimum(tl.cdiv(tl.maximum(0, n0 + BLOCK_N - 1 - shift), BLOCK_M) * BLOCK_M, hi)
-    return lo, mid, hi
+    b = lo
+    if CAUSAL:  # whole below the diagonal: m0 + shift >= n0 + BLOCK_N - 1
+        b = tl.minimum(tl.cdiv(tl.maximum(0, n0 + BLOCK_N - 1 - shift), BLOCK_M) * BLOCK_M, hi)
+    c = hi
+    if WINDOWED:  # whole inside the window: m0 + BLOCK_M - 1 + shift <= n0 + window
+        c = tl.minimum(tl.maximum(tl.cdiv(tl.maximum(n0 + window - shift - BLOCK_M + 2, 0), BLOCK_M) * BLOCK_M, b),
+                       hi)
+    return lo, b, c, hi
 
 
 @triton.jit
@@ -158,7 +172,7 @@ def _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m
     return acc, l_i, m_new
 
 
-@triton.jit(noinline=True)
+@triton.jit
 def _fwd_exact(m0, lo, hi, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm, stride_kn, stride_vn, stride_om, i_b, i_h,
                Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
                PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
@@ -168,7 +182,7 @@ def _fwd_exact(m0, lo, hi, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm, stride_k
     """out of query tile m0 again, one row at a time, from the stored lse: P = exp(s - lse), and
     out_i = sum over the admissible j of P_ij * v_j with IEEE products (0 * NaN = NaN there, and
     nowhere else). Rare (tiles that met a non-finite value), so written for few registers and no
-    tensor cores: a function of its own (not inlined), loops with run-time trip counts."""
+    tensor cores, loops with run-time trip counts."""
     o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
     for i in range(m0, tl.minimum(m0 + BLOCK_M, Tq)):
         o_m = i + tl.arange(0, 1)
@@ -225,19 +239,24 @@ def attention_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM_V], dtype=tl.float32)
-    lo, mid, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    for n0 in range(lo, mid, BLOCK_N):  # below the causal diagonal (all of [lo, hi) without causality)
+    lo, a, b, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+    if WINDOWED:
+        for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
+            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
+                                      Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
+                                      KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, True, HAS_VALID,
+                                      HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+    for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
         acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
                                   Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
-                                  KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, WINDOWED, HAS_VALID, HAS_BIAS,
-                                  HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+                                  KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, False, HAS_VALID,
+                                  HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
     if CAUSAL:
-        for n0 in range(mid, hi, BLOCK_N):  # on the diagonal: causal mask
-            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h,
-                                      Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
-                                      VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, True, MOD, S, WINDOWED,
-                                      HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM,
-                                      HEAD_DIM_V)
+        for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
+            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
+                                      Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
+                                      KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, True, MOD, S, WINDOWED, HAS_VALID,
+                                      HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
 
     # l_i == 0 exactly iff the row has no admissible key (or only keys at -inf, e.g. key_bias = -inf):
     # out = 0 (acc is 0 there, unless a non-finite v of an admissible key made it NaN) and lse = -inf.
@@ -341,9 +360,9 @@ def attention_bwd_dkdv_kernel(
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM_V], dtype=tl.float32)
     dkb = tl.zeros([BLOCK_N], dtype=tl.float32)
-    lo, mid, hi = _query_ranges(i_n, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+    lo, b, c, hi = _query_ranges(i_n, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
     if CAUSAL:
-        for m0 in range(lo, mid, BLOCK_M):  # on the diagonal: causal mask
+        for m0 in range(lo, b, BLOCK_M):  # on the diagonal: causal mask
             b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
                 m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
                 R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
@@ -353,16 +372,27 @@ def attention_bwd_dkdv_kernel(
             dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
             if HAS_BIAS:
                 dkb += tl.sum(b_ds, 0)
-    for m0 in range(mid, hi, BLOCK_M):  # below the causal diagonal (all of [lo, hi) without causality)
+    for m0 in range(b, c, BLOCK_M):  # admitted whole: no mask but the bounds and the key mask
         b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-            m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM, R,
-            window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-            MOD, S, False, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_M, HEAD_DIM,
-            HEAD_DIM_V)
+            m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+            R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+            TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+            BLOCK_M, HEAD_DIM, HEAD_DIM_V)
         dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
         dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
         if HAS_BIAS:
             dkb += tl.sum(b_ds, 0)
+    if WINDOWED:
+        for m0 in range(c, hi, BLOCK_M):  # across the window's edge: window mask
+            b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
+                m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+                R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                BLOCK_M, HEAD_DIM, HEAD_DIM_V)
+            dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
+            dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
+            if HAS_BIAS:
+                dkb += tl.sum(b_ds, 0)
     DK_BH, DV_BH = DK + i_bh64 * Tk * D, DV + i_bh64 * Tk * DV_DIM
     _store_tile(DK_BH, dk * scale, o_n, o_d, D, Tk, D)
     _store_tile(DV_BH, dv, o_n, o_dv, DV_DIM, Tk, DV_DIM)
@@ -379,7 +409,7 @@ def attention_bwd_dkdv_kernel(
                     HEAD_DIM, HEAD_DIM_V)
 
 
-@triton.jit(noinline=True)
+@triton.jit
 def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV_BH, stride_qm, stride_kn, stride_vn,
                 stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr,
                 drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr,
@@ -472,18 +502,28 @@ def attention_bwd_dq_kernel(
     PARTIAL_0_TILE = partial_tile(PARTIAL_0, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
     PARTIAL_1_TILE = partial_tile(PARTIAL_1, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
     g0, g1 = grad_init(BLOCK_M, BLOCK_N, MOD, S_PAD)
-    lo, mid, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    for n0 in range(lo, mid, BLOCK_N):  # below the causal diagonal (all of [lo, hi) without causality)
-        b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b,
-                                     i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
-                                     VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, False, WINDOWED,
-                                     HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM,
-                                     HEAD_DIM_V)
+    lo, a, b, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+    if WINDOWED:
+        for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
+            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
+                                         i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
+                                         drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, False,
+                                         True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                                         BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+            dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
+            g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
+                               Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
+    for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
+        b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
+                                     i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
+                                     drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, False,
+                                     False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                                     BLOCK_N, HEAD_DIM, HEAD_DIM_V)
         dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
-        g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0, Tk,
-                           TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
+        g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
+                           Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
     if CAUSAL:
-        for n0 in range(mid, hi, BLOCK_N):  # on the diagonal: causal mask
+        for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
             b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
                                          i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
                                          drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, True,
@@ -506,7 +546,7 @@ def attention_bwd_dq_kernel(
     grad_finish(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, o_m, p0 - n_last, Tq, R, MOD, S, S_PAD, BLOCK_N)
 
 
-@triton.jit(noinline=True)
+@triton.jit
 def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, LSE_BH, DELTA_BH, DQ_BH, stride_qm, stride_kn, stride_vn, stride_dom,
               i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
               KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
