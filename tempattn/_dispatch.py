@@ -151,14 +151,15 @@ def _environ_value(encoded_name):
 _RESOLVED = {}
 
 
-def resolve(op: str, backend: str, device: torch.device) -> str:
-    """The concrete backend that runs ``op`` on ``device``; raises if it cannot."""
+def resolve(op: str, backend: str, device_type: str, tensor: torch.Tensor) -> str:
+    """The concrete backend that runs ``op`` on ``tensor``'s device (of type ``device_type``); raises if
+    it cannot. The answer is cached per backend, device type and environment."""
     if not isinstance(backend, str):
-        return _resolve(op, backend, device)  # raises the ValueError (and keeps unhashables out of the key)
-    key = (backend, device.type, _environ_value(_BACKEND_VAR), _environ_value(_INTERPRET_VAR))
+        return _resolve(op, backend, tensor.device)  # raises the ValueError (and keeps unhashables out of the key)
+    key = (backend, device_type, _environ_value(_BACKEND_VAR), _environ_value(_INTERPRET_VAR))
     chosen = _RESOLVED.get(key)
     if chosen is None:
-        chosen = _RESOLVED[key] = _resolve(op, backend, device)
+        chosen = _RESOLVED[key] = _resolve(op, backend, tensor.device)
     return chosen
 
 
