@@ -2,7 +2,7 @@
 // modifiers m_ij (relative bias lookup, decay mixture over a position or timestamp offset), the
 // online-softmax row rules (running max and sum, the empty-row rule) and dS. The CPU kernels use
 // them directly or to tabulate their vectorised paths; the CUDA kernels call them per score.
-// (docs: /work/shared/DESIGN.md sections 1-2; the Triton twin is kernels/common/score_mods.py.)
+// (The contract: docs/contract.md; the Triton twin: kernels/common/score_mods.py.)
 #pragma once
 
 #include "common/hd.h"
