@@ -9,8 +9,8 @@ CUDA_HOME pointing at the toolkit. It
    that directory -- never into the checkout, whose tempattn/_C*.so is the CPU test build;
 2. loads the linked library in a subprocess and checks that each tempattn_C operator has a CUDA
    kernel registered (an undefined symbol fails the load);
-3. prints the ptxas resource table (registers, spill stores / loads, static shared memory) of every
-   kernel for every arch, and fails on
+3. prints the ptxas resource table (registers, spill stores / loads, stack frame, static shared
+   memory) of every kernel for every arch, and fails on
      - any spill in a kernel whose head-dim bucket is <= 128 (the last integer template argument of
        every kernel in csrc/cuda is its head-dim bucket, kHeadDim),
      - shared memory over the arch's per-block limit (sm_80: 166912 B, sm_90: 232448 B), and
@@ -62,16 +62,17 @@ def build(build_dir: str) -> str:
 
 
 def parse(log: str):
-    """[(mangled name, arch, registers, spill stores, spill loads, smem bytes)] from ptxas -v output."""
-    kernels, current, spills = [], None, (0, 0)
+    """[(mangled name, arch, registers, spill stores, spill loads, smem bytes, stack frame bytes)] from
+    ptxas -v output."""
+    kernels, current, spills = [], None, (0, 0, 0)
     for line in log.splitlines():
         if m := ENTRY.search(line):
-            current, spills = (m.group(1), m.group(2)), (0, 0)
+            current, spills = (m.group(1), m.group(2)), (0, 0, 0)
         elif current and (m := SPILLS.search(line)):
-            spills = (int(m.group(2)), int(m.group(3)))
+            spills = (int(m.group(2)), int(m.group(3)), int(m.group(1)))
         elif current and (m := USED.search(line)):
             smem = re.search(r"(\d+) bytes smem", line)
-            kernels.append((*current, int(m.group(1)), *spills, int(smem.group(1)) if smem else 0))
+            kernels.append((*current, int(m.group(1)), *spills[:2], int(smem.group(1)) if smem else 0, spills[2]))
             current = None
     return kernels
 
@@ -99,10 +100,10 @@ def short(demangled: str) -> str:
 def check_resources(kernels):
     names = demangle(sorted({k[0] for k in kernels}))
     failures = []
-    print(f"{'arch':6} {'regs':>4} {'spill st':>8} {'spill ld':>8} {'smem B':>7}  kernel")
-    for mangled, arch, regs, stores, loads, smem in sorted(kernels, key=lambda k: (k[1], names[k[0]])):
+    print(f"{'arch':6} {'regs':>4} {'spill st':>8} {'spill ld':>8} {'stack B':>7} {'smem B':>7}  kernel")
+    for mangled, arch, regs, stores, loads, smem, stack in sorted(kernels, key=lambda k: (k[1], names[k[0]])):
         name = names[mangled]
-        print(f"{arch:6} {regs:4d} {stores:8d} {loads:8d} {smem:7d}  {short(name)}")
+        print(f"{arch:6} {regs:4d} {stores:8d} {loads:8d} {stack:7d} {smem:7d}  {short(name)}")
         bucket = head_dim_bucket(name)
         if bucket is None:
             failures.append(f"{arch} {short(name)}: no head-dim template argument (kHeadDim) to check spills against")
