@@ -49,7 +49,7 @@ AttentionInputs<scalar_t, acc_t> make_inputs(const AttentionCall& c) {
   AttentionInputs<scalar_t, acc_t> in;
   // The one place the window becomes the core's sentinel (-1: none). A window of Tk keys or more
   // admits every causal key: clamped, so no index arithmetic overflows.
-  const int64_t Tk = c.k.size(2), window = c.window ? std::min(*c.window, Tk) : -1;
+  const int64_t Tk = c.k.size(2), window = c.window ? common::clamp_window(*c.window, Tk) : -1;
   in.geo = {c.q.size(0), c.q.size(1), c.q.size(2), Tk, c.q.size(3), c.v.size(3), c.causal, window};
   in.q = row_view<scalar_t>(c.q);
   in.k = row_view<scalar_t>(c.k);

@@ -13,7 +13,7 @@ config value. From that :func:`declare_attention_op` generates
   autograd, which ``torch.compile`` and ``opcheck`` see;
 - the relay: per backend, the forward ``kernel(*tensors, *config) -> (out, lse)`` and the backward
   ``kernel(grad_out, delta, lse, *tensors, *config) -> [grads of the present differentiable
-  tensors]``; the C++ ones are ``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd``, the Triton ones come
+  tensors]``; the C++ / CUDA ones are ``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd``, the Triton ones come
   from the declaration, the reference backward is autograd through the reference forward;
 - an eager fast path: outside ``torch.compile`` and tensor-subclass tracing, the call goes straight
   to the relay (an ``autograd.Function`` when a gradient is needed), skipping the custom-op layer
@@ -100,8 +100,8 @@ class AttentionOp:
         return self.fwd_op(*args)
 
     def kernels(self, backend: str) -> Kernels:
-        if backend == "cpu":
-            return _CPU_KERNELS[self.name]
+        if backend in ("cpu", "cuda"):  # one tempattn_C op per direction; the dispatcher picks CPU or CUDA kernels
+            return _EXTENSION_KERNELS[self.name]
         if backend == "triton" and self.triton is not None:
             return self.triton
         raise RuntimeError(f"{self.name}: backend {backend!r} has no kernel for this operator in this build")
@@ -234,7 +234,8 @@ def declare_attention_op(op: AttentionOp) -> AttentionOp:
 
 
 class _ExtensionKernels(dict):
-    """``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd`` per operator, looked up on first use."""
+    """``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd`` per operator, looked up on first use. The ops have a
+    CPU kernel (csrc/cpu) and, in a CUDA build, a CUDA kernel (csrc/cuda): backends "cpu" and "cuda"."""
 
     def __missing__(self, name: str) -> Kernels:
         import tempattn._C  # noqa: F401  (registers the ops)
@@ -244,4 +245,4 @@ class _ExtensionKernels(dict):
         return kernels
 
 
-_CPU_KERNELS: Dict[str, Kernels] = _ExtensionKernels()
+_EXTENSION_KERNELS: Dict[str, Kernels] = _ExtensionKernels()
