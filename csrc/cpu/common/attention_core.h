@@ -85,6 +85,18 @@ struct BackwardInputs {
   RowView<const scalar_t> grad_out;
   const acc_t* delta;  // (B, H, Tq): rowsum(dO * O) - dlse
   const acc_t* lse;    // (B, H, Tq)
+  // Optional (B, H, Tq) row statistics of a forward rerun (RowStats, run_backward): then
+  // P = exp(s - row_max) * row_inv_sum instead of exp(s - lse), for rows whose lse is too large for
+  // its dtype to hold row_max + log(row_sum) (e.g. every key carrying an additive -1e9).
+  const acc_t* row_max = nullptr;
+  const acc_t* row_inv_sum = nullptr;
+};
+
+// Where attention_forward also writes each row's running max and sum (both (B, H, Tq), or nullptr).
+template <typename acc_t>
+struct RowStats {
+  acc_t* max = nullptr;
+  acc_t* sum = nullptr;
 };
 
 template <typename scalar_t, typename acc_t>
@@ -422,7 +434,7 @@ KeyValuePanel<acc_t> tile_panel(const AttentionInputs<scalar_t, acc_t>& in, cons
 template <typename scalar_t, typename acc_t, typename Mod>
 void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, const PackedKeysValues<acc_t>* shared,
                   const KeyValidity& validity, int64_t bh, int64_t i0, int64_t m, ForwardScratch<acc_t>& sc,
-                  scalar_t* out, acc_t* lse) {
+                  scalar_t* out, acc_t* lse, const RowStats<acc_t>& stats) {
   const auto& g = in.geo;
   const int64_t b = bh / g.H, h = bh % g.H;
   load_rows<scalar_t>([&](int64_t r) { return in.q.row(b, h, i0 + r); }, m, g.D, sc.q.data(), sc.ld_q);
@@ -438,12 +450,18 @@ void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
     // The empty-row rule (common/score_math.h): output 0 and lse -inf; a NaN sum propagates.
     store_row(sc.out.data() + r * sc.ld_v, g.Dv, common::softmax_out_scale(sum), out + row * g.Dv);
     lse[row] = common::softmax_lse(sc.row_max[r], sum);
+    if (stats.max != nullptr) {
+      stats.max[row] = sc.row_max[r];
+      stats.sum[row] = sum;
+    }
   }
 }
 
-// out (B, H, Tq, Dv) contiguous in the input dtype, lse (B, H, Tq) in the accumulation dtype.
+// out (B, H, Tq, Dv) contiguous in the input dtype, lse (B, H, Tq) in the accumulation dtype, and
+// optionally each row's running max and sum (stats).
 template <typename scalar_t, typename acc_t, typename Mod>
-void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, scalar_t* out, acc_t* lse) {
+void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, scalar_t* out, acc_t* lse,
+                       const RowStats<acc_t>& stats = {}) {
   const auto& g = in.geo;
   std::optional<PackedKeysValues<acc_t>> shared;
   if (!g.banded() && !decodes_in_place<scalar_t, acc_t>(g)) shared.emplace(in);
@@ -454,7 +472,7 @@ void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mo
       [&](int64_t task, ForwardScratch<acc_t>& sc) {
         const int64_t i0 = (task % n_tiles) * tm;
         forward_tile(in, mod, shared ? &*shared : nullptr, validity, task / n_tiles, i0, std::min(tm, g.Tq - i0), sc,
-                     out, lse);
+                     out, lse, stats);
       });
 }
 
@@ -546,7 +564,13 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
     std::fill(ds, ds + n, acc_t(0));
     return;
   }
-  exp_shifted_sum(s, n, row_lse);
+  if (bw.row_max == nullptr) {
+    exp_shifted_sum(s, n, row_lse);
+  } else {
+    exp_shifted_sum(s, n, bw.row_max[row]);
+    const acc_t inv_sum = bw.row_inv_sum[row];
+    for (int64_t c = 0; c < n; ++c) s[c] *= inv_sum;
+  }
   scores_gradient(in.dropout, b, h, i, j0, n, bw.delta[row], s, ds);
   if (dkey_bias != nullptr) add_row(dkey_bias + j0 + span.lo, ds + span.lo, span.hi - span.lo);
   mod.accumulate_grad(b, h, p, j0 + span.lo, span.hi - span.lo, ds + span.lo, mod_partial);
