@@ -28,7 +28,7 @@ from .model import FUSIONS, KolosisLM
 __all__ = ["mean_nll", "perplexity", "bits_per_token", "lr_factor", "evaluate", "stream_report", "TrainConfig",
            "fit_model", "train", "format_epoch", "main"]
 
-MODEL_NAMES = ("kolosis", "kolosis_baseline")
+MODEL_NAMES = ("kolosis", "kolosis_baseline", "kolosis_plain", "kolosis_relpos")
 
 
 # ---- metrics ----------------------------------------------------------------------------------
