@@ -9,7 +9,8 @@ import sys
 
 from . import family_of, model_names
 
-VALIDATORS = {"gpcm": "tempattn.models.gpcm.validate"}  # family -> module with main(argv): its design's criteria
+# family -> module with main(argv): its design's validation criteria
+VALIDATORS = {family: f"tempattn.models.{family}.validate" for family in ("gpcm", "migt_tvdt", "kolosis")}
 
 
 def main(argv=None) -> int:
