@@ -209,7 +209,8 @@ def _report(family: str, spec: Family, members: Sequence[str], seeds: Sequence[i
             seconds: Dict[str, float], command: Optional[str]) -> dict:
     directions = dict(spec.metrics)
     rows = {}
-    for name, by_seed in per_seed.items():
+    for name in [*members, *(n for n in per_seed if n not in members)]:  # the trained members, then references
+        by_seed = per_seed[name]
         metrics = sorted({key for values in by_seed.values() for key in values},
                          key=lambda k: (k not in directions, list(directions).index(k) if k in directions else 0, k))
         rows[name] = {**extras[name], "per_seed": {str(s): v for s, v in by_seed.items()},

@@ -119,7 +119,9 @@ class DKVMNMemory(nn.Module):
         memory ``S_k`` before each pair is one :func:`linear_recurrence` over the pairs' composed writes.
         Step ``2k`` reads ``w₀ · S_k``; step ``2k + 1`` reads the memory after write ``2k``,
         ``S_k + w₀ ∘ (a₀ − e₀ ∘ S_k)``, i.e. ``w₁ · S_k + (w₁ · w₀) a₀ − e₀ ∘ ((w₁ ∘ w₀) · S_k)`` — so only the
-        ``T / 2`` memories ``S_k`` are ever formed.
+        ``T / 2`` memories ``S_k`` are ever formed. They are formed :data:`MEMORY_CHUNK` pairs at a time, the
+        last one carried into the next chunk, so the working set stays in cache at any ``T`` (a loop over
+        ``T / (2 · MEMORY_CHUNK)`` chunks, none at the lengths of the datasets).
         """
         B, T = keys.shape[:2]
         weights = torch.softmax(keys @ self.key_memory.T, dim=-1)  # (B, T, N)
@@ -128,19 +130,34 @@ class DKVMNMemory(nn.Module):
         if T % 2:  # a last write that is never read, so the steps pair up
             write_weights, erase, add = (F.pad(x, (0, 0, 0, 1)) for x in (write_weights, erase, add))
             weights = F.pad(weights, (0, 0, 0, 1))
-        pair = lambda x: x.unflatten(1, (-1, 2)).unbind(2)  # noqa: E731  (B, T, X) -> 2 x (B, T / 2, X)
+        memory = self.initial_values.expand(B, -1, -1)  # (B, N, V): the memory before the chunk
+        reads = []
+        for start in range(0, weights.shape[1], 2 * MEMORY_CHUNK):
+            part = slice(start, start + 2 * MEMORY_CHUNK)
+            chunk_reads, memory = self._pairs(weights[:, part], write_weights[:, part], erase[:, part],
+                                              add[:, part], memory)
+            reads.append(chunk_reads)
+        return torch.cat(reads, dim=1)[:, :T] if len(reads) > 1 else reads[0][:, :T]
+
+    @staticmethod
+    def _pairs(weights: Tensor, write_weights: Tensor, erase: Tensor, add: Tensor,
+               memory: Tensor) -> Tuple[Tensor, Tensor]:
+        """The reads ``(B, 2P, V)`` of ``2P`` steps from ``memory (B, N, V)`` before them, and the memory after."""
+        pair = lambda x: x.unflatten(1, (-1, 2)).unbind(2)  # noqa: E731  (B, 2P, X) -> 2 x (B, P, X)
         (w0, w1), (u0, u1), (e0, e1), (a0, a1) = pair(weights), pair(write_weights), pair(erase), pair(add)
-        keep1 = 1.0 - u1[..., None] * e1[:, :, None]  # (B, T / 2, N, V): what write 2k + 1 keeps
+        keep1 = 1.0 - u1[..., None] * e1[:, :, None]  # (B, P, N, V): what write 2k + 1 keeps
         decay = keep1 * (1.0 - u0[..., None] * e0[:, :, None])
         inputs = torch.addcmul(u1[..., None] * a1[:, :, None], keep1, u0[..., None] * a0[:, :, None])
-        initial = self.initial_values.expand(B, -1, -1)  # (B, N, V)
-        after = linear_recurrence(decay[:, :-1], inputs[:, :-1], initial)  # after pairs 0 .. T / 2 - 2
-        memory = torch.cat([initial[:, None], after], dim=1)  # (B, T / 2, N, V): S_k, before pair k
-        both = u0 * w1  # (B, T / 2, N)
-        reads = torch.einsum("bkjn,bknv->bkjv", torch.stack([w0, w1, both], dim=2), memory)  # (B, T / 2, 3, V)
-        first = reads[:, :, 0]
+        after = linear_recurrence(decay, inputs, memory)  # (B, P, N, V): after each pair
+        before = torch.cat([memory[:, None], after[:, :-1]], dim=1)  # S_k, before pair k
+        both = u0 * w1  # (B, P, N)
+        reads = torch.einsum("bkjn,bknv->bkjv", torch.stack([w0, w1, both], dim=2), before)  # (B, P, 3, V)
         second = reads[:, :, 1] + both.sum(-1, keepdim=True) * a0 - e0 * reads[:, :, 2]
-        return torch.stack([first, second], dim=2).flatten(1, 2)[:, :T]
+        return torch.stack([reads[:, :, 0], second], dim=2).flatten(1, 2), after[:, -1]
+
+
+MEMORY_CHUNK = 32
+"""Step pairs per chunk of :meth:`DKVMNMemory.forward` (64 steps; the datasets' sequences are shorter)."""
 
 
 def linear_recurrence(decay: Tensor, inputs: Tensor, initial: Tensor) -> Tensor:

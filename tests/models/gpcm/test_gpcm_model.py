@@ -95,9 +95,10 @@ def _dkvmn_as_designed(memory: DKVMNMemory, keys, writes, padding):
     return torch.stack(reads, dim=1)
 
 
-@pytest.mark.parametrize("T", [2, 3, 7, 8, 33, 100])
+@pytest.mark.parametrize("T", [2, 3, 7, 8, 33, 100, 129])
 def test_dkvmn_matches_its_equations_with_gradients(T):
-    """The scan form (no loop over steps) equals the step-by-step loop, values and gradients, odd and even T."""
+    """The scan form (no loop over steps) equals the step-by-step loop, values and gradients, odd and even T,
+    one chunk of MEMORY_CHUNK pairs and several."""
     torch.manual_seed(T)
     memory = DKVMNMemory(embed_dim=5, write_dim=6, memory_size=3, memory_dim=4).double()
     keys = torch.randn(3, T, 5, dtype=torch.float64, requires_grad=True)
