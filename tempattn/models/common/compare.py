@@ -156,8 +156,18 @@ def _run(name: str, argv: List[str]) -> Tuple[dict, Dict[str, float]]:
     return json.loads((out / "metrics.json").read_text()), seconds
 
 
+def _cpu_model() -> str:
+    try:  # Linux names the CPU model here; platform.processor() often says only "x86_64"
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _machine() -> Dict[str, object]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    return {"platform": platform.platform(), "processor": _cpu_model(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "python": platform.python_version()}
 
