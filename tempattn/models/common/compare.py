@@ -108,11 +108,11 @@ FAMILIES: Dict[str, Family] = {
                        "--val-windows", "128", "--threads", "1"), _kolosis_references,
                       "Shakespeare characters; 200 steps, far from convergence"),
     "char_lm": Family(("char_lm", "char_lstm"), (("loss", "min"), ("perplexity", "min"), ("bpc", "min")),
-                      ("--dataset", "alice", "--epochs", "4", "--steps-per-epoch", "100", "--context", "64",
+                      ("--dataset", "alice", "--epochs", "5", "--steps-per-epoch", "200", "--context", "64",
                        "--threads", "1"), _char_lm_references,
                       "Alice in Wonderland characters; the LSTM has char_lm's parameter count"),
     "tsa": Family(("tsa",), (("roc_auc", "max"), ("pr_auc", "max")),
-                  ("--dataset", "cdnow", "--epochs", "4", "--steps-per-epoch", "100", "--batch-size", "128",
+                  ("--dataset", "cdnow", "--epochs", "6", "--steps-per-epoch", "200", "--batch-size", "128",
                    "--threads", "1"), _tsa_references, "CDNOW purchases with injected anomaly labels (semi-synthetic)"),
 }
 """The documented budgets: all five families, 3 seeds each, take about 10 minutes of one core (CPU time
