@@ -123,6 +123,8 @@ def test_logits_at_t_depend_only_on_tokens_up_to_t(name, fusion):
     ({"streams": "temporal"}, TypeError, ["streams", "tuple", "hint"]),
     ({"streams": ("semantic",), "scales": ((0.5, 0.9),)}, ValueError, ["scales", "temporal", "hint"]),
     ({"fusion": "per-head"}, ValueError, ["fusion", "global", "per-head", "hint"]),
+    ({"positions": "rotary"}, ValueError, ["positions", "relative", "rotary", "hint"]),
+    ({"streams": ("semantic", "plain", "plain")}, ValueError, ["streams", "plain", "hint"]),
     ({"dropout": 1.0}, ValueError, ["dropout", "[0, 1)", "hint"]),
     ({"n_concepts": 0}, ValueError, ["n_concepts", "0", "hint"]),
 ])
