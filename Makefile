@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 BENCH_ARGS  ?= --quick
 
-.PHONY: test test-isa bench bench-isa build venv package-check docs clean
+.PHONY: test test-isa bench bench-isa build venv package-check docs clean cuda-check
 
 venv: $(VENV)/.deps-installed
 
@@ -44,6 +44,23 @@ test-isa: venv
 # (tests/packaging/package_check.py).
 package-check: venv
 	MAX_JOBS=$${MAX_JOBS:-2} $(PY) tests/packaging/package_check.py
+
+# The CUDA kernels (csrc/cuda) compiled and linked for sm_80 and sm_90 without a GPU, from a fresh build
+# directory, in their own venv with a CUDA build of torch (.venv stays the CPU test environment); prints
+# every kernel's ptxas resources and fails on a compile or link error, a spill at head dims <= 128 or
+# shared memory over the arch's limit (tools/cuda_check.py).
+CUDA_VENV  ?= .venv-cuda
+CUDA_TORCH ?= torch==2.14.1
+CUDA_HOME  ?= $(firstword $(wildcard /usr/local/cuda-13.0) /usr/local/cuda)
+
+$(CUDA_VENV)/.deps-installed:
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CUDA_VENV)/bin/python -m pip install -q $(CUDA_TORCH) numpy ninja setuptools
+	touch $@
+
+cuda-check: $(CUDA_VENV)/.deps-installed
+	CUDA_HOME=$(CUDA_HOME) MAX_JOBS=$${MAX_JOBS:-2} $(CUDA_VENV)/bin/python tools/cuda_check.py
 
 # The Triton compile gate (tools/triton_check.py): every kernel specialisation the launcher can select, compiled
 # for sm_80 and sm_90 with the ptxas that ships with triton (no GPU needed); fails on a compile error, shared memory

@@ -12,6 +12,7 @@ everything else is compiled for the baseline only, so the wheel runs on any x86-
 Environment flags (all listed in the README):
   TEMPATTN_SKIP_CUDA_BUILD=1            build only the C++ CPU kernels, even where nvcc and a CUDA torch exist
   TEMPATTN_CUDA_ARCHS="80;90"           CUDA compute capabilities to compile for (default 80;90)
+  TEMPATTN_NVCC_FLAGS="..."             extra nvcc flags (tools/cuda_check.py passes "-Xptxas -v")
   TEMPATTN_CPU_BUILD_CAPABILITIES=...   ISA levels of the CPU kernels to compile, of default;avx2;avx512
                                         (default: all the build machine's architecture has; default is always built)
   MAX_JOBS=N                            parallel compile jobs (read by torch's ninja build)
@@ -70,9 +71,29 @@ def _build_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None and has_sources
 
 
+def _cxx_std() -> str:
+    """The C++ standard torch's headers need: C++20 from torch 2.14 on (ATen refuses older), else C++17."""
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    return "-std=c++20" if (major, minor) >= (2, 14) else "-std=c++17"
+
+
 def _cuda_arch_flags():
     archs = os.environ.get("TEMPATTN_CUDA_ARCHS", "80;90").replace(",", ";").split(";")
     return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a.strip()]
+
+
+def _pip_cuda_includes():
+    """Headers of pip's CUDA packages (nvidia/cu13/include in site-packages), which torch's CUDA headers
+    include (cuBLAS, cuSPARSE, ...) and a bare toolkit may lack; searched after the toolkit's own."""
+    import site
+    roots = site.getsitepackages() + [site.getusersitepackages()]
+    found = [d for r in roots for d in sorted(glob.glob(os.path.join(r, "nvidia", "cu*", "include")))]
+    return [flag for d in found for flag in ("-isystem", d)]
+
+
+def _nvcc_extra_flags():
+    """TEMPATTN_NVCC_FLAGS (space-separated), e.g. "-Xptxas -v" for tools/cuda_check.py's resource table."""
+    return os.environ.get("TEMPATTN_NVCC_FLAGS", "").split()
 
 
 def _extension():
@@ -82,13 +103,16 @@ def _extension():
         return Extension("tempattn._C", baseline)  # BuildNeedsTorch explains
     levels = _cpu_levels()
     # -g0: no debug info (Python's CFLAGS carry -g), a third off the build and most of the .so.
-    cxx = ["-O3", "-std=c++17", "-fopenmp", "-g0"] + [f"-DTEMPATTN_CPU_{level.upper()}=1" for level in levels[1:]]
+    cxx = ["-O3", _cxx_std(), "-fopenmp", "-g0"] + [f"-DTEMPATTN_CPU_{level.upper()}=1" for level in levels[1:]]
     include_dirs = [os.path.join(ROOT, "csrc")]
     if not _build_cuda():
         ext = CppExtension("tempattn._C", baseline, include_dirs=include_dirs, extra_compile_args={"cxx": cxx},
                            extra_link_args=["-fopenmp"])
     else:
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo", *_cuda_arch_flags()]
+        pip_includes = _pip_cuda_includes()
+        nvcc = ["-O3", _cxx_std(), "--use_fast_math", "-lineinfo", *_cuda_arch_flags(), *_nvcc_extra_flags(),
+                *pip_includes]
+        cxx = cxx + pip_includes
         ext = CUDAExtension("tempattn._C", baseline + _sources("cuda/**/*.cu"), include_dirs=include_dirs,
                             define_macros=[("TEMPATTN_WITH_CUDA", "1")],
                             extra_compile_args={"cxx": cxx + ["-DTEMPATTN_WITH_CUDA=1"], "nvcc": nvcc},

@@ -2,8 +2,10 @@
 
 ``backend`` is "auto", "reference", "cpu", "triton" or "cuda"; the environment
 variable ``TEMPATTN_BACKEND`` overrides "auto". Auto picks "cuda" for CUDA tensors
-when the extension was built with CUDA, else "triton"; for CPU tensors "cpu" (the
-C++ kernels in ``tempattn._C``), else "reference" with one warning. An explicit
+when the extension was built with CUDA *and* the operator's CUDA kernels have passed
+the GPU correctness suite on this GPU's architecture (``CUDA_VALIDATED``), else
+"triton"; for CPU tensors "cpu" (the C++ kernels in ``tempattn._C``), else "reference"
+with one warning. ``backend="cuda"`` can always be requested explicitly. An explicit
 backend that cannot run raises ``RuntimeError`` saying why.
 """
 import functools
@@ -16,6 +18,13 @@ import torch
 
 BACKENDS = ("reference", "cpu", "triton", "cuda")
 _CHOICES = ("auto",) + BACKENDS
+
+# (operator, GPU architecture "sm_XY") -> date (ISO) on which the operator's CUDA extension kernels
+# passed the GPU correctness suite (`make gpu-check`: the backend-parametrised suite on "cuda", the
+# cross-backend comparison and compute-sanitizer) on a device of that architecture. Until a pair is
+# listed, "auto" keeps choosing "triton" for that operator's CUDA tensors there. Add a pair only
+# with the gpu-check log that shows it passing.
+CUDA_VALIDATED = {}
 
 
 def _probe_extension():
@@ -86,8 +95,39 @@ def _unavailable_reason(backend: str):
     return _triton_reason() if backend == "triton" else _cuda_reason()
 
 
+def _cuda_arch(device=None):
+    """"sm_XY" of a visible CUDA device (the current one by default), or None without one."""
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"sm_{major}{minor}"
+
+
+def cuda_validated(op: str, device=None) -> bool:
+    """Whether ``op``'s CUDA kernels passed the GPU suite on this device's architecture (CUDA_VALIDATED)."""
+    return (op, _cuda_arch(device)) in CUDA_VALIDATED
+
+
+def _cuda_validation(status: dict) -> None:
+    """The "cuda" entry's "validated" (operators validated on this GPU's architecture) and "note"."""
+    entry = status["cuda"]
+    arch = _cuda_arch()
+    entry["validated"] = sorted(op for op, a in CUDA_VALIDATED if a == arch) if arch else []
+    if not entry["available"]:
+        entry["note"] = None
+    elif entry["validated"]:
+        entry["note"] = f"validated on {arch} for {', '.join(entry['validated'])}; auto uses it for those"
+    else:
+        entry["note"] = (f"built, not yet validated on this GPU ({arch}): auto uses triton for CUDA tensors; "
+                         "backend='cuda' runs it on request")
+
+
 def backends() -> dict:
     """Availability of each backend: ``{name: {"available": bool, "reason": str | None}}``.
+
+    The ``"cuda"`` entry also has ``"validated"``: the operators whose CUDA kernels passed the GPU
+    suite on this GPU's architecture (``CUDA_VALIDATED``; "auto" picks "cuda" for those only), and
+    ``"note"``: e.g. "built, not yet validated on this GPU" (None when the backend is unavailable).
 
     The ``"cpu"`` entry also has ``"capability"``: the ISA level its kernels run at, ``"default"``,
     ``"avx2"`` or ``"avx512"`` (the widest this CPU supports, or ``$TEMPATTN_CPU_CAPABILITY`` if
@@ -105,6 +145,7 @@ def backends() -> dict:
             cpu["capability"] = ops.cpu_capability()
         except (ValueError, RuntimeError) as exc:
             cpu["capability_error"] = str(exc).splitlines()[0]
+    _cuda_validation(status)
     return status
 
 
@@ -123,9 +164,9 @@ def _warn_reference_fallback(reason: str) -> None:
     warnings.warn(f"tempattn: using the O(T^2) reference backend on CPU because {reason}", RuntimeWarning, stacklevel=4)
 
 
-def _auto(device: torch.device) -> str:
+def _auto(op: str, device: torch.device) -> str:
     if device.type == "cuda":
-        return "cuda" if _cuda_reason() is None else "triton"
+        return "cuda" if _cuda_reason() is None and cuda_validated(op, device) else "triton"
     reason = _cpu_reason()
     if reason is None:
         return "cpu"
@@ -146,19 +187,23 @@ def _environ_value(encoded_name):
     return _ENVIRON_DATA.get(encoded_name)
 
 
-# Successful resolutions by (request, device type, TEMPATTN_BACKEND, TRITON_INTERPRET): availability is
-# probed once per process, so only the environment can change the answer, and it is part of the key.
+# Successful resolutions by (operator, request, device type and index, TEMPATTN_BACKEND, TRITON_INTERPRET):
+# availability is probed once per process, so only the environment can change the answer, and it is part
+# of the key (the operator and device too: "auto" on CUDA depends on CUDA_VALIDATED for that pair).
 _RESOLVED = {}
 
 
-def resolve(op: str, backend: str, device: torch.device) -> str:
-    """The concrete backend that runs ``op`` on ``device``; raises if it cannot."""
+def resolve(op: str, backend: str, device_type: str, tensor: torch.Tensor) -> str:
+    """The concrete backend that runs ``op`` on ``tensor``'s device (of type ``device_type``); raises if
+    it cannot. The answer is cached per operator, backend, device and environment."""
     if not isinstance(backend, str):
-        return _resolve(op, backend, device)  # raises the ValueError (and keeps unhashables out of the key)
-    key = (backend, device.type, _environ_value(_BACKEND_VAR), _environ_value(_INTERPRET_VAR))
+        return _resolve(op, backend, tensor.device)  # raises the ValueError (and keeps unhashables out of the key)
+    # The op: "auto" picks cuda per operator (CUDA_VALIDATED); a CUDA device's index: its architecture.
+    index = tensor.device.index if device_type == "cuda" else None
+    key = (op, backend, device_type, index, _environ_value(_BACKEND_VAR), _environ_value(_INTERPRET_VAR))
     chosen = _RESOLVED.get(key)
     if chosen is None:
-        chosen = _RESOLVED[key] = _resolve(op, backend, device)
+        chosen = _RESOLVED[key] = _resolve(op, backend, tensor.device)
     return chosen
 
 
@@ -170,7 +215,7 @@ def _resolve(op: str, backend: str, device: torch.device) -> str:
         if backend not in _CHOICES:
             raise ValueError(f"{op}: TEMPATTN_BACKEND must be one of {_CHOICES}, got {backend!r}; hint: unset it")
         if backend == "auto":
-            backend = _auto(device)
+            backend = _auto(op, device)
     reason = _unavailable_reason(backend) or _device_reason(backend, device)
     if reason is not None:
         raise RuntimeError(f"{op}: backend {backend!r} cannot run: {reason}")

@@ -2,6 +2,7 @@
 import os
 import random
 from dataclasses import dataclass
+from typing import Optional
 
 import pytest
 import torch
@@ -11,9 +12,11 @@ import tempattn
 
 @dataclass(frozen=True)
 class Target:
-    """A (device, backend) pair the suite runs on."""
+    """A (device, backend) pair the suite runs on; ``unavailable`` says why its tests skip here (the GPU
+    targets are always collected, so `pytest -k cuda` lists what a GPU machine runs)."""
     device: str
     backend: str
+    unavailable: Optional[str] = None
 
     def __str__(self):
         return f"{self.device}-{self.backend}"
@@ -29,17 +32,29 @@ class Target:
 
 
 def available_targets():
-    """Every backend that can run here: CPU ones (Triton under TRITON_INTERPRET=1) and, with a GPU, the GPU ones."""
+    """Every backend that can run here: CPU ones (Triton under TRITON_INTERPRET=1), and the GPU ones, which
+    skip (with the reason) where they cannot run."""
     status = tempattn.backends()
     names = ["reference", "cpu"] + (["triton"] if os.environ.get("TRITON_INTERPRET") == "1" else [])
     targets = [Target("cpu", n) for n in names if status[n]["available"]]
-    if torch.cuda.is_available():
-        targets += [Target("cuda", n) for n in ("triton", "cuda") if status[n]["available"]]
+    for name in ("triton", "cuda"):
+        reason = None if torch.cuda.is_available() else "no CUDA device"
+        reason = reason or (None if status[name]["available"] else status[name]["reason"])
+        targets.append(Target("cuda", name, reason))
     return targets
 
 
 TARGETS = available_targets()
 FLOAT64_TARGETS = [t for t in TARGETS if t.float64]
+
+
+@pytest.fixture(autouse=True)
+def skip_unavailable_target(request):
+    """Skips a test parametrised with a target that cannot run here (before any fixture uses its device)."""
+    callspec = getattr(request.node, "callspec", None)
+    for value in (callspec.params.values() if callspec is not None else ()):
+        if isinstance(value, Target) and value.unavailable:
+            pytest.skip(f"target {value}: {value.unavailable}")
 
 
 @pytest.fixture(autouse=True)

@@ -14,14 +14,14 @@ import struct
 import zlib
 from typing import Dict, Sequence
 
-from .registry import DataUnavailable
+from .registry import DataCorrupted, DataUnavailable
 
 __all__ = ["NA_INTEGER", "read_serialized", "read_rda", "read_lazy_load"]
 
 NA_INTEGER = -2 ** 31
 
 _NILVALUE, _REFSXP = 254, 255
-_LATIN1_LEVEL = 1 << 2  # a CHARSXP's encoding bit in its levels (flags >> 12)
+_BYTES_LEVEL, _LATIN1_LEVEL = 1 << 1, 1 << 2  # a CHARSXP's encoding bits in its levels (flags >> 12)
 _SYMSXP, _LISTSXP, _CHARSXP, _LGLSXP, _INTSXP, _REALSXP, _STRSXP, _VECSXP = 1, 2, 9, 10, 13, 14, 16, 19
 
 
@@ -49,6 +49,16 @@ class _Reader:
         self.pos += n
         return self.blob[self.pos - n:self.pos]
 
+    def _text(self, raw: bytes, levels: int) -> str:
+        """A CHARSXP's bytes as text: latin-1 (or R's "bytes", kept byte for byte) when flagged, else UTF-8,
+        strictly: undecodable bytes raise DataCorrupted (never replaced silently)."""
+        encoding = "latin-1" if levels & (_LATIN1_LEVEL | _BYTES_LEVEL) else "utf-8"
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise DataCorrupted(f"R string at byte {self.pos - len(raw) + exc.start} of the serialization is not "
+                                f"valid {encoding} ({exc.reason}); the file is damaged or not R data") from None
+
     def read(self):
         """The next object: list / str / int / float / bool values, a dict for a vector with names."""
         flags = self._int()
@@ -65,8 +75,7 @@ class _Reader:
             return self._pairlist(has_attributes, has_tag)
         if kind == _CHARSXP:
             n = self._int()
-            encoding = "latin-1" if (flags >> 12) & _LATIN1_LEVEL else "utf-8"
-            return None if n == -1 else self._bytes(n).decode(encoding, errors="replace")
+            return None if n == -1 else self._text(self._bytes(n), flags >> 12)
         value = self._vector(kind)
         attributes = self.read() if has_attributes else {}
         names = attributes.get("names")

@@ -13,6 +13,8 @@ attention_gpcm     its baseline with plain causal attention
 migt_tvdt          multivariate forecasting with non-crossing quantile heads
 kolosis            three-stream language model (concept, semantic, temporal decay stream)
 kolosis_baseline   kolosis without the temporal stream
+kolosis_plain      control: an equal-size plain-attention third stream instead of the decay stream
+kolosis_relpos     control: the baseline with learned relative positions (T5-style) in its attentions
 char_lm            causal character language model
 char_lstm          its LSTM baseline
 tsa                fraud classifier on event sequences
@@ -35,6 +37,8 @@ _REGISTRY: Dict[str, Tuple[str, str]] = {
     "migt_tvdt": ("migt_tvdt", "build_migt_tvdt"),
     "kolosis": ("kolosis", "build_kolosis"),
     "kolosis_baseline": ("kolosis", "build_kolosis_baseline"),
+    "kolosis_plain": ("kolosis", "build_kolosis_plain"),
+    "kolosis_relpos": ("kolosis", "build_kolosis_relpos"),
     "char_lm": ("char_lm", "build_char_lm"),
     "char_lstm": ("char_lm", "build_char_lstm"),
     "tsa": ("tsa", "build_tsa"),

@@ -66,3 +66,15 @@ def test_not_r_data_and_unsupported_types_are_clear_errors(tmp_path):
         read_serialized(b"A\n")
     with pytest.raises(DataUnavailable, match="unsupported R object type 238"):
         read_serialized(HEADER_V3 + xdr_int(238, 0))
+
+
+def test_strings_decode_strictly_by_their_encoding_flag():
+    """UTF-8 and latin-1 (flag 1 << 2 in the levels) decode; bytes that are not UTF-8 in a UTF-8 string are
+    DataCorrupted naming the byte, never replaced silently."""
+    from tempattn.data import DataCorrupted
+    utf8 = xdr_int(0x00080009, 3) + "é".encode() + b"a"
+    latin1 = xdr_int(0x00040009 | (1 << 14), 2) + "ü".encode("latin-1") + b"b"
+    assert read_serialized(HEADER_V3 + xdr_int(16, 2) + utf8 + latin1) == ["éa", "üb"]
+    damaged = xdr_int(0x00080009, 3) + b"a\xff\xfe"
+    with pytest.raises(DataCorrupted, match="byte .* not valid utf-8"):
+        read_serialized(HEADER_V3 + xdr_int(16, 1) + damaged)

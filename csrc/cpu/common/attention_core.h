@@ -22,6 +22,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "common/band.h"
+#include "common/score_math.h"
 #include "cpu/common/buffer.h"
 #include "cpu/common/philox.h"
 #include "cpu/common/vec_utils.h"
@@ -43,15 +45,17 @@ constexpr int64_t kMaxBlockRows = 64;
 struct AttentionGeometry {
   int64_t B, H, Tq, Tk, D, Dv;
   bool causal;
-  int64_t window;  // -1: no window
+  int64_t window;  // -1: no window; else clamped to Tk (common::clamp_window)
 
+  // The admissibility-by-index rules and tile ranges, shared with the CUDA kernels (common/band.h).
+  common::Band band() const { return {Tq, Tk, causal, window}; }
   // Absolute position of query row i (bottom-right alignment).
-  int64_t position(int64_t i) const { return i + Tk - Tq; }
+  int64_t position(int64_t i) const { return band().position(i); }
   // Inclusive band of keys admissible by index for a query at position p.
-  int64_t first_key(int64_t p) const { return causal && window >= 0 ? std::max<int64_t>(0, p - window) : 0; }
-  int64_t last_key(int64_t p) const { return causal ? std::min(p, Tk - 1) : Tk - 1; }
+  int64_t first_key(int64_t p) const { return band().first_key(p); }
+  int64_t last_key(int64_t p) const { return band().last_key(p); }
   // Causal with a window: each query row sees at most window + 1 keys.
-  bool banded() const { return causal && window >= 0; }
+  bool banded() const { return band().banded(); }
   // Query rows per score block: narrow bands waste less of each block with fewer rows.
   int64_t block_m() const { return banded() && window <= 128 ? 16 : kMaxBlockRows; }
   // Key columns per score block (a multiple of the vector width vec): in a band, the whole span
@@ -81,6 +85,18 @@ struct BackwardInputs {
   RowView<const scalar_t> grad_out;
   const acc_t* delta;  // (B, H, Tq): rowsum(dO * O) - dlse
   const acc_t* lse;    // (B, H, Tq)
+  // Optional (B, H, Tq) row statistics of a forward rerun (RowStats, run_backward): then
+  // P = exp(s - row_max) * row_inv_sum instead of exp(s - lse), for rows whose lse is too large for
+  // its dtype to hold row_max + log(row_sum) (e.g. every key carrying an additive -1e9).
+  const acc_t* row_max = nullptr;
+  const acc_t* row_inv_sum = nullptr;
+};
+
+// Where attention_forward also writes each row's running max and sum (both (B, H, Tq), or nullptr).
+template <typename acc_t>
+struct RowStats {
+  acc_t* max = nullptr;
+  acc_t* sum = nullptr;
 };
 
 template <typename scalar_t, typename acc_t>
@@ -338,16 +354,15 @@ struct ForwardScratch {
 template <typename acc_t>
 void online_softmax_step(acc_t* s, int64_t n, acc_t s_max, acc_t& run_max, acc_t& run_sum, acc_t* out_row,
                          int64_t ld_v) {
-  const acc_t new_max = nan_max(run_max, s_max);
+  // The row rules (common/score_math.h): the factor may underflow to 0 when the max jumps (a -1e4
+  // key bias, a strong decay), and a NaN max makes it NaN, which reaches the output and lse.
+  const acc_t new_max = common::softmax_new_max(run_max, s_max);
   if (new_max == neg_inf<acc_t>()) {
     std::fill(s, s + n, acc_t(0));
     return;
   }
   if (!(new_max == run_max)) {
-    // The factor may underflow to 0 when the max jumps (a -1e4 key bias, a strong decay): the
-    // earlier blocks then vanish from the sum and the output alike, so both are always rescaled.
-    // A NaN max makes the factor NaN, and the NaN reaches the row's output and lse.
-    const acc_t factor = std::exp(run_max - new_max);
+    const acc_t factor = common::softmax_rescale(run_max, new_max);
     run_sum *= factor;
     scale_row(out_row, ld_v, factor);
     run_max = new_max;
@@ -360,8 +375,8 @@ void online_softmax_step(acc_t* s, int64_t n, acc_t s_max, acc_t& run_max, acc_t
 template <typename acc_t>
 void accumulate_values(const AttentionGeometry& g, const KeyValuePanel<acc_t>& kv, int64_t j0, int64_t n, int64_t i0,
                        int64_t m, const acc_t* p, int64_t ld_p, acc_t* out, int64_t ld_v) {
-  const int64_t lo = std::max<int64_t>(g.first_key(g.position(i0)) - j0, 0);
-  const int64_t hi = std::min<int64_t>(g.last_key(g.position(i0 + m - 1)) + 1 - j0, n);
+  const common::Range keys = g.band().keys_of_rows(i0, i0 + m);
+  const int64_t lo = std::max<int64_t>(keys.lo - j0, 0), hi = std::min<int64_t>(keys.hi - j0, n);
   if (hi > lo) gemm(m, ld_v, hi - lo, p + lo, ld_p, kv.value_rows(j0 + lo), kv.ld_values, out, ld_v, true);
 }
 
@@ -373,7 +388,8 @@ void forward_rows(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
                   ForwardScratch<acc_t>& sc) {
   const auto& g = in.geo;
   const int64_t bn = sc.block_n;
-  const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
+  const common::Range keys = g.band().keys_of_rows(i0, i0 + m);
+  const int64_t key_lo = keys.lo, key_hi = keys.hi - 1;
   for (int64_t j0 = key_lo; j0 <= key_hi; j0 += bn) {
     const int64_t n = std::min(bn, key_hi + 1 - j0);
     if (!validity.any(b, j0, j0 + n)) continue;
@@ -409,8 +425,8 @@ KeyValuePanel<acc_t> tile_panel(const AttentionInputs<scalar_t, acc_t>& in, cons
     if (decodes_in_place<scalar_t, acc_t>(g))
       return {nullptr, in.v.row(b, h, 0), in.k.stride_t, in.v.stride_t, 0, in.k.row(b, h, 0)};
   }
-  const int64_t key_lo = g.first_key(g.position(i0)), key_hi = g.last_key(g.position(i0 + m - 1));
-  return pack_keys_values(in, b, h, key_lo, key_hi + 1 - key_lo, sc.keys_t.data(), sc.ld_keys, sc.values.data(),
+  const common::Range keys = g.band().keys_of_rows(i0, i0 + m);
+  return pack_keys_values(in, b, h, keys.lo, keys.hi - keys.lo, sc.keys_t.data(), sc.ld_keys, sc.values.data(),
                           sc.ld_v);
 }
 
@@ -418,7 +434,7 @@ KeyValuePanel<acc_t> tile_panel(const AttentionInputs<scalar_t, acc_t>& in, cons
 template <typename scalar_t, typename acc_t, typename Mod>
 void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, const PackedKeysValues<acc_t>* shared,
                   const KeyValidity& validity, int64_t bh, int64_t i0, int64_t m, ForwardScratch<acc_t>& sc,
-                  scalar_t* out, acc_t* lse) {
+                  scalar_t* out, acc_t* lse, const RowStats<acc_t>& stats) {
   const auto& g = in.geo;
   const int64_t b = bh / g.H, h = bh % g.H;
   load_rows<scalar_t>([&](int64_t r) { return in.q.row(b, h, i0 + r); }, m, g.D, sc.q.data(), sc.ld_q);
@@ -431,17 +447,21 @@ void forward_tile(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, co
   for (int64_t r = 0; r < m; ++r) {
     const acc_t sum = sc.row_sum[r];
     const int64_t row = bh * g.Tq + i0 + r;
-    // The sum is 0 exactly for a row without an admissible finite score (its output is 0); a NaN
-    // sum is no empty row, and its NaN propagates to out and lse.
-    const bool empty = sum == acc_t(0);
-    store_row(sc.out.data() + r * sc.ld_v, g.Dv, empty ? acc_t(0) : acc_t(1) / sum, out + row * g.Dv);
-    lse[row] = empty ? neg_inf<acc_t>() : sc.row_max[r] + std::log(sum);
+    // The empty-row rule (common/score_math.h): output 0 and lse -inf; a NaN sum propagates.
+    store_row(sc.out.data() + r * sc.ld_v, g.Dv, common::softmax_out_scale(sum), out + row * g.Dv);
+    lse[row] = common::softmax_lse(sc.row_max[r], sum);
+    if (stats.max != nullptr) {
+      stats.max[row] = sc.row_max[r];
+      stats.sum[row] = sum;
+    }
   }
 }
 
-// out (B, H, Tq, Dv) contiguous in the input dtype, lse (B, H, Tq) in the accumulation dtype.
+// out (B, H, Tq, Dv) contiguous in the input dtype, lse (B, H, Tq) in the accumulation dtype, and
+// optionally each row's running max and sum (stats).
 template <typename scalar_t, typename acc_t, typename Mod>
-void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, scalar_t* out, acc_t* lse) {
+void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mod, scalar_t* out, acc_t* lse,
+                       const RowStats<acc_t>& stats = {}) {
   const auto& g = in.geo;
   std::optional<PackedKeysValues<acc_t>> shared;
   if (!g.banded() && !decodes_in_place<scalar_t, acc_t>(g)) shared.emplace(in);
@@ -452,7 +472,7 @@ void attention_forward(const AttentionInputs<scalar_t, acc_t>& in, const Mod& mo
       [&](int64_t task, ForwardScratch<acc_t>& sc) {
         const int64_t i0 = (task % n_tiles) * tm;
         forward_tile(in, mod, shared ? &*shared : nullptr, validity, task / n_tiles, i0, std::min(tm, g.Tq - i0), sc,
-                     out, lse);
+                     out, lse, stats);
       });
 }
 
@@ -487,10 +507,8 @@ struct KeyChunks {
   }
   int64_t k0(int64_t c) const { return c * length; }
   int64_t k1(int64_t c) const { return std::min(g.Tk, (c + 1) * length); }
-  int64_t i_lo(int64_t c) const { return g.causal ? std::max<int64_t>(0, k0(c) - (g.Tk - g.Tq)) : 0; }
-  int64_t i_hi(int64_t c) const {
-    return g.banded() ? std::min(g.Tq, k1(c) - 1 + g.window - (g.Tk - g.Tq) + 1) : g.Tq;
-  }
+  int64_t i_lo(int64_t c) const { return g.band().rows_of_keys(k0(c), k1(c)).lo; }
+  int64_t i_hi(int64_t c) const { return g.band().rows_of_keys(k0(c), k1(c)).hi; }
   int64_t dq_rows() const { return dq_offsets[count]; }
 };
 
@@ -517,7 +535,7 @@ void scores_gradient(const DropoutMask& dropout, int64_t b, int64_t h, int64_t i
     const acc_t keep_scale = static_cast<acc_t>(dropout.keep_scale);
     for (int64_t c = 0; c < n; ++c) {
       const acc_t keep = dropout.keep(b, h, i, j0 + c) ? keep_scale : acc_t(0);
-      ds[c] = p[c] * (ds[c] * keep - delta);
+      ds[c] = common::score_grad(p[c], ds[c], keep, delta);
       p[c] *= keep;
     }
     return;
@@ -546,7 +564,13 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
     std::fill(ds, ds + n, acc_t(0));
     return;
   }
-  exp_shifted_sum(s, n, row_lse);
+  if (bw.row_max == nullptr) {
+    exp_shifted_sum(s, n, row_lse);
+  } else {
+    exp_shifted_sum(s, n, bw.row_max[row]);
+    const acc_t inv_sum = bw.row_inv_sum[row];
+    for (int64_t c = 0; c < n; ++c) s[c] *= inv_sum;
+  }
   scores_gradient(in.dropout, b, h, i, j0, n, bw.delta[row], s, ds);
   if (dkey_bias != nullptr) add_row(dkey_bias + j0 + span.lo, ds + span.lo, span.hi - span.lo);
   mod.accumulate_grad(b, h, p, j0 + span.lo, span.hi - span.lo, ds + span.lo, mod_partial);
@@ -597,8 +621,8 @@ void backward_chunk(const AttentionInputs<scalar_t, acc_t>& in, const BackwardIn
     load_rows<scalar_t>([&](int64_t r) { return in.q.row(b, h, i0 + r); }, m, g.D, sc.q.data(), sc.ld_d);
     load_rows<scalar_t>([&](int64_t r) { return bw.grad_out.row(b, h, i0 + r); }, m, g.Dv, sc.grad_out.data(),
                         sc.ld_v);
-    const int64_t key_lo = std::max(k0, g.first_key(g.position(i0)));
-    const int64_t key_hi = std::min(k1 - 1, g.last_key(g.position(i0 + m - 1)));
+    const common::Range keys = g.band().keys_of_rows(i0, i0 + m);
+    const int64_t key_lo = std::max(k0, keys.lo), key_hi = std::min(k1, keys.hi) - 1;
     for (int64_t j0 = key_lo; j0 <= key_hi; j0 += sc.bn) {
       const int64_t n = std::min(sc.bn, key_hi + 1 - j0);
       if (validity.any(b, j0, j0 + n))

@@ -6,7 +6,11 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
+#include <cmath>
+#include <limits>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -49,7 +53,7 @@ AttentionInputs<scalar_t, acc_t> make_inputs(const AttentionCall& c) {
   AttentionInputs<scalar_t, acc_t> in;
   // The one place the window becomes the core's sentinel (-1: none). A window of Tk keys or more
   // admits every causal key: clamped, so no index arithmetic overflows.
-  const int64_t Tk = c.k.size(2), window = c.window ? std::min(*c.window, Tk) : -1;
+  const int64_t Tk = c.k.size(2), window = c.window ? common::clamp_window(*c.window, Tk) : -1;
   in.geo = {c.q.size(0), c.q.size(1), c.q.size(2), Tk, c.q.size(3), c.v.size(3), c.causal, window};
   in.q = row_view<scalar_t>(c.q);
   in.k = row_view<scalar_t>(c.k);
@@ -89,6 +93,32 @@ struct BackwardResult {
   }
 };
 
+// Whether a finite lse is so large that its dtype cannot hold row_max + log(row_sum) to about
+// 2^-14: |lse| >= 1024 in float32 (additive biases near -1e4 or -1e9 on every key of a row, or a
+// huge scale). Recomputing P as exp(s - lse) from it would leave the row's probabilities off by the
+// rounding of lse -- a factor up to e^32 at |lse| ~ 1e9, or the number of tied keys.
+template <typename acc_t>
+bool lse_too_coarse(const acc_t* lse, int64_t n) {
+  const acc_t limit = std::ldexp(acc_t(1), std::numeric_limits<acc_t>::digits - 14);
+  for (int64_t i = 0; i < n; ++i)
+    if (std::abs(lse[i]) >= limit && std::isfinite(lse[i])) return true;
+  return false;
+}
+
+// Each row's running max and 1 / sum, from a rerun of the forward (its outputs discarded): the
+// backward then normalises P exactly as the forward did.
+template <typename scalar_t, typename acc_t, typename Mod>
+std::tuple<at::Tensor, at::Tensor> rerun_row_stats(const AttentionCall& c, const Mod& mod) {
+  const at::Tensor& q = c.q;
+  at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), c.v.size(3)}, q.options());
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, accumulate_options(q));
+  at::Tensor row_max = at::empty_like(lse), row_sum = at::empty_like(lse);
+  attention_forward(make_inputs<scalar_t, acc_t>(c), mod, out.mutable_data_ptr<scalar_t>(),
+                    lse.mutable_data_ptr<acc_t>(),
+                    RowStats<acc_t>{row_max.mutable_data_ptr<acc_t>(), row_sum.mutable_data_ptr<acc_t>()});
+  return {row_max, row_sum.reciprocal_()};
+}
+
 template <typename MakeMod>
 BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, const at::Tensor& delta,
                             const at::Tensor& lse, const MakeMod& make_mod) {
@@ -102,8 +132,14 @@ BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, 
     using acc_t = at::opmath_type<scalar_t>;
     const auto mod = make_mod(AccTag<acc_t>{});
     r.mod_partials = cached_empty({q.size(0), q.size(1), mod.grad_size()}, q.options().dtype(at::kDouble));
-    const BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), delta.const_data_ptr<acc_t>(),
-                                             lse.const_data_ptr<acc_t>()};
+    BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), delta.const_data_ptr<acc_t>(),
+                                       lse.const_data_ptr<acc_t>()};
+    at::Tensor row_max, row_inv_sum;  // kept alive through the backward
+    if (lse_too_coarse(lse.const_data_ptr<acc_t>(), lse.numel())) {
+      std::tie(row_max, row_inv_sum) = rerun_row_stats<scalar_t, acc_t>(c, mod);
+      bw.row_max = row_max.const_data_ptr<acc_t>();
+      bw.row_inv_sum = row_inv_sum.const_data_ptr<acc_t>();
+    }
     const AttentionGrads<scalar_t, acc_t> grads{
         r.dq.mutable_data_ptr<scalar_t>(), r.dk.mutable_data_ptr<scalar_t>(), r.dv.mutable_data_ptr<scalar_t>(),
         r.dkey_bias.defined() ? r.dkey_bias.mutable_data_ptr<acc_t>() : nullptr,

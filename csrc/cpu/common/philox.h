@@ -1,50 +1,13 @@
-// Philox4x32-10 dropout keep mask, bit for bit the definition in tempattn/ops/common/philox.py.
+// Philox4x32-10 dropout keep mask, bit for bit the definition in tempattn/ops/common/philox.py:
+// the host/device definition in common/philox.h, shared with the CUDA kernels.
 #pragma once
 #include "cpu/common/capability.h"
 
-#include <algorithm>
-#include <cstdint>
+#include "common/philox.h"
 
 namespace tempattn::cpu::CPU_CAPABILITY {
 
-// First output word of Philox4x32-10 for counter (c0, c1, c2, c3) and key (k0, k1).
-inline uint32_t philox_first_word(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
-  for (int round = 0; round < 10; ++round) {
-    const uint64_t prod_a = uint64_t{0xD2511F53u} * c0;
-    const uint64_t prod_b = uint64_t{0xCD9E8D57u} * c2;
-    const uint32_t next_c0 = static_cast<uint32_t>(prod_b >> 32) ^ c1 ^ k0;
-    const uint32_t next_c2 = static_cast<uint32_t>(prod_a >> 32) ^ c3 ^ k1;
-    c1 = static_cast<uint32_t>(prod_b);
-    c3 = static_cast<uint32_t>(prod_a);
-    c0 = next_c0;
-    c2 = next_c2;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  return c0;
-}
-
-// Keep decision of element (b, h, i, j): counter (j, i, h, b), key = the seed's two 32-bit halves.
-struct DropoutMask {
-  bool active = false;
-  uint32_t key0 = 0, key1 = 0, threshold = 0;
-  double keep_scale = 1.0;  // 1 / (1 - p)
-
-  static DropoutMask make(double p, int64_t seed) {
-    DropoutMask mask;
-    mask.active = p > 0.0;
-    const uint64_t key = static_cast<uint64_t>(seed);
-    mask.key0 = static_cast<uint32_t>(key & 0xFFFFFFFFu);
-    mask.key1 = static_cast<uint32_t>(key >> 32);
-    mask.threshold = static_cast<uint32_t>(std::min<uint64_t>(static_cast<uint64_t>(p * 4294967296.0), 0xFFFFFFFFu));
-    mask.keep_scale = 1.0 / (1.0 - p);
-    return mask;
-  }
-
-  bool keep(int64_t b, int64_t h, int64_t i, int64_t j) const {
-    return philox_first_word(static_cast<uint32_t>(j), static_cast<uint32_t>(i), static_cast<uint32_t>(h),
-                             static_cast<uint32_t>(b), key0, key1) >= threshold;
-  }
-};
+using common::DropoutMask;
+using common::philox_first_word;
 
 }  // namespace tempattn::cpu::CPU_CAPABILITY

@@ -13,6 +13,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "common/hd.h"
+
 namespace tempattn::cpu::CPU_CAPABILITY {
 
 template <typename T>
@@ -170,11 +172,8 @@ T exp_shifted_sum(T* x, int64_t n, T shift) {
   return sum;
 }
 
-// max(a, b), NaN when either is NaN (std::max drops a NaN second argument).
-template <typename T>
-T nan_max(T a, T b) {
-  return std::isnan(a) ? a : std::isnan(b) ? b : std::max(a, b);
-}
+// max(a, b), NaN when either is NaN (std::max drops a NaN second argument): common/hd.h.
+using common::nan_max;
 
 // The max of x[0, n), NaN when any is NaN (at::vec::maximum propagates NaN too).
 template <typename T>

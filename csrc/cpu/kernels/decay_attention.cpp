@@ -10,6 +10,7 @@
 
 #include <cmath>
 
+#include "common/score_math.h"
 #include "cpu/common/attention_launch.h"
 #include "cpu/common/score_mods.h"
 #include "cpu/dispatch.h"
@@ -24,31 +25,24 @@ class DecayMixture {
   DecayMixture(const at::Tensor& log_gamma, const at::Tensor& alpha_logits, double eps)
       : H_(log_gamma.size(0)), S_(log_gamma.size(1)), log_gamma_(log_gamma.const_data_ptr<acc_t>(),
                                                                   log_gamma.const_data_ptr<acc_t>() + H_ * S_),
-        log_a_(H_ * S_), log_eps_(eps > 0 ? static_cast<acc_t>(std::log(eps)) : neg_inf<acc_t>()) {
+        log_a_(H_ * S_), log_eps_(common::decay_log_eps<acc_t>(eps)) {
     const acc_t* logits = alpha_logits.const_data_ptr<acc_t>();
-    for (int64_t h = 0; h < H_; ++h) {
-      const acc_t* row = logits + h * S_;
-      const acc_t top = *std::max_element(row, row + S_);
-      acc_t sum = 0;
-      for (int64_t s = 0; s < S_; ++s) sum += std::exp(row[s] - top);
-      for (int64_t s = 0; s < S_; ++s) log_a_[h * S_ + s] = row[s] - top - std::log(sum);
-    }
+    for (int64_t h = 0; h < H_; ++h) common::log_softmax_row(logits + h * S_, S_, log_a_.data() + h * S_);
   }
 
   int64_t heads() const { return H_; }
   int64_t scales() const { return S_; }
   acc_t weight(int64_t h, int64_t s) const { return std::exp(log_a_[h * S_ + s]); }
 
-  // m(h, Delta) = logaddexp(logsumexp_s(log a_hs + log_gamma_hs * Delta), log eps).
-  acc_t log_mix(int64_t h, acc_t delta) const {
-    acc_t top = log_eps_;
-    for (int64_t s = 0; s < S_; ++s) top = std::max(top, term(h, s, delta));
-    acc_t sum = log_eps_ == neg_inf<acc_t>() ? acc_t(0) : std::exp(log_eps_ - top);
-    for (int64_t s = 0; s < S_; ++s) sum += std::exp(term(h, s, delta) - top);
-    return top + std::log(sum);
+  // Head h's mixture as the shared scalar maths sees it (common/score_math.h).
+  common::DecayHead<acc_t> head(int64_t h) const {
+    return {log_a_.data() + h * S_, log_gamma_.data() + h * S_, S_, log_eps_};
   }
 
-  // log_mix of a vector of offsets.
+  // m(h, Delta) = logaddexp(logsumexp_s(log a_hs + log_gamma_hs * Delta), log eps).
+  acc_t log_mix(int64_t h, acc_t delta) const { return head(h).log_mix(delta); }
+
+  // log_mix of a vector of offsets: the vectorised twin of common::DecayHead::log_mix.
   at::vec::Vectorized<acc_t> log_mix(int64_t h, const at::vec::Vectorized<acc_t>& delta) const {
     using Vec = at::vec::Vectorized<acc_t>;
     Vec top(log_eps_);
@@ -59,7 +53,9 @@ class DecayMixture {
   }
 
   // r_s = a_hs * gamma_hs^Delta / exp(m) = d m / d log a_hs; r_s * Delta = d m / d log_gamma_hs.
-  acc_t responsibility(int64_t h, int64_t s, acc_t delta, acc_t m) const { return std::exp(term(h, s, delta) - m); }
+  acc_t responsibility(int64_t h, int64_t s, acc_t delta, acc_t m) const {
+    return head(h).responsibility(s, delta, m);
+  }
   at::vec::Vectorized<acc_t> responsibility(int64_t h, int64_t s, const at::vec::Vectorized<acc_t>& delta,
                                             const at::vec::Vectorized<acc_t>& m) const {
     return exp_vec(term(h, s, delta) - m);
@@ -138,8 +134,9 @@ struct DecayConfig {
 
 template <typename acc_t>
 OffsetTableMod<acc_t> position_decay_mod(const DecayMixture<acc_t>& mix, int64_t Tk) {
-  return OffsetTableMod<acc_t>::build(mix.heads(), Tk,
-                                      [&](int64_t h, int64_t d) { return mix.log_mix(h, static_cast<acc_t>(d)); });
+  return OffsetTableMod<acc_t>::build(mix.heads(), Tk, [&](int64_t h, int64_t d) {
+    return mix.log_mix(h, common::decay_offset(static_cast<acc_t>(d)));
+  });
 }
 
 // Returns run(make_mod), make_mod(AccTag<acc_t>{}) building this configuration's modifier.

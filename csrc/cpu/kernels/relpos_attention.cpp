@@ -6,6 +6,7 @@
 
 #include <ATen/ops/empty.h>
 
+#include "common/score_math.h"
 #include "cpu/common/attention_launch.h"
 #include "cpu/common/score_mods.h"
 #include "cpu/dispatch.h"
@@ -35,7 +36,7 @@ OffsetTableMod<acc_t> relpos_mod(const at::Tensor& rel_bias, int64_t Tk) {
   const int64_t R = rel_bias.size(1);
   const acc_t* bias = rel_bias.const_data_ptr<acc_t>();
   return OffsetTableMod<acc_t>::build(rel_bias.size(0), Tk,
-                                      [&](int64_t h, int64_t d) { return bias[h * R + std::min(d, R - 1)]; });
+                                      [&](int64_t h, int64_t d) { return common::relpos_bias(bias, R, h, d); });
 }
 
 // make_mod for run_forward / run_backward.
@@ -54,7 +55,7 @@ at::Tensor rel_bias_grad(const at::Tensor& partials, const at::Tensor& rel_bias)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t b = 0; b < B; ++b)
         for (int64_t d = 0; d < Tk; ++d)
-          sums[h * R + std::min(d, R - 1)] += per_offset[(b * H + h) * Tk + OffsetTableMod<scalar_t>::slot(Tk, d)];
+          sums[h * R + common::relpos_column(d, R)] += per_offset[(b * H + h) * Tk + OffsetTableMod<scalar_t>::slot(Tk, d)];
     std::copy(sums.begin(), sums.end(), grad.mutable_data_ptr<scalar_t>());
   });
   return grad;

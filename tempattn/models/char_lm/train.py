@@ -134,16 +134,17 @@ def _parser() -> argparse.ArgumentParser:
     p = training_parser(MODEL_NAMES, DATASETS, "alice",
                         "Train a character language model (char_lm) or its LSTM baseline.", config=TrainConfig)
     p.add_argument("--context", type=positive(int), default=64, help="characters per training/evaluation window")
-    p.add_argument("--embed-dim", type=positive(int), default=64)
+    p.add_argument("--embed-dim", type=positive(int), default=64, help="embedding width")
     p.add_argument("--num-layers", type=positive(int), default=2, help="transformer blocks (char_lm)")
-    p.add_argument("--num-heads", type=positive(int), default=4)
+    p.add_argument("--num-heads", type=positive(int), default=4, help="attention heads (char_lm)")
     p.add_argument("--dropout", type=float, default=0.1, help="attention-probability dropout (char_lm)")
-    p.add_argument("--lstm-layers", type=positive(int), default=1)
+    p.add_argument("--lstm-layers", type=positive(int), default=1, help="LSTM layers (char_lstm)")
     p.add_argument("--hidden-size", type=positive(int), default=None,
                    help="LSTM width; default: the one matching char_lm's parameter count with the same options")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--max-eval-chars", type=positive(int), default=100_000)
-    p.add_argument("--sample-chars", type=int, default=200)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of the text held out for validation")
+    p.add_argument("--max-eval-chars", type=positive(int), default=100_000,
+                   help="validation characters scored per epoch")
+    p.add_argument("--sample-chars", type=int, default=200, help="characters generated after training")
     p.add_argument("--prompt", default=None, help="generation prompt (default: the first 16 validation characters)")
     return p
 

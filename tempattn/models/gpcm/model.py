@@ -19,7 +19,7 @@ from ...nn._heads import describe, fail
 from ...ops.common.validation import value_checks_enabled
 
 __all__ = ["GPCMKnowledgeTracer", "GPCMPrediction", "DKVMNMemory", "gpcm_log_probs", "ordered_thresholds",
-           "shifted_interactions", "ATTENTION_KINDS"]
+           "shifted_interactions", "linear_recurrence", "ATTENTION_KINDS"]
 
 ATTENTION_KINDS = ("relative", "causal")
 """``relative``: RelativeTemporalAttention (window, response-category key bias); ``causal``: plain causal."""
@@ -114,23 +114,78 @@ class DKVMNMemory(nn.Module):
         """Args: ``keys (B, T, E)``, ``writes (B, T, write_dim)`` (``u_t``, may hold ``r_t``),
         ``padding_mask (B, T)`` bool, True = padding. Returns the reads ``(B, T, V)``.
 
-        The write ``M_v ∘ (1 − w eᵀ) + w aᵀ`` runs as ``M_v + w ∘ (a − e ∘ M_v)`` (two fused
-        ops a step); a padded step writes with ``w = 0``, which leaves ``M_v`` unchanged. The
-        loop over steps is the recurrence itself; everything else is computed for all steps at once.
+        No loop over steps. A write is elementwise affine in ``M_v``, ``M_v ← (1 − w eᵀ) ∘ M_v + w aᵀ``
+        (a padded step writes with ``w = 0``: the identity). Steps go in pairs ``(2k, 2k + 1)``: the
+        memory ``S_k`` before each pair is one :func:`linear_recurrence` over the pairs' composed writes.
+        Step ``2k`` reads ``w₀ · S_k``; step ``2k + 1`` reads the memory after write ``2k``,
+        ``S_k + w₀ ∘ (a₀ − e₀ ∘ S_k)``, i.e. ``w₁ · S_k + (w₁ · w₀) a₀ − e₀ ∘ ((w₁ ∘ w₀) · S_k)`` — so only the
+        ``T / 2`` memories ``S_k`` are ever formed. They are formed :data:`MEMORY_CHUNK` pairs at a time, the
+        last one carried into the next chunk, so the working set stays in cache at any ``T`` (a loop over
+        ``T / (2 · MEMORY_CHUNK)`` chunks, none at the lengths of the datasets).
         """
+        B, T = keys.shape[:2]
         weights = torch.softmax(keys @ self.key_memory.T, dim=-1)  # (B, T, N)
         erase, add = torch.sigmoid(self.erase(writes)), torch.tanh(self.add(writes))  # (B, T, V)
-        read_weights = weights[..., None].unbind(1)  # T × (B, N, 1)
-        write_weights = weights.masked_fill(padding_mask[..., None], 0.0)[..., None].unbind(1)
-        erase, add = erase[:, :, None, :].unbind(1), add[:, :, None, :].unbind(1)  # T × (B, 1, V)
-        values = self.initial_values.expand(keys.shape[0], -1, -1)  # (B, N, V)
-        last = keys.shape[1] - 1
+        write_weights = weights.masked_fill(padding_mask[..., None], 0.0)
+        if T % 2:  # a last write that is never read, so the steps pair up
+            write_weights, erase, add = (F.pad(x, (0, 0, 0, 1)) for x in (write_weights, erase, add))
+            weights = F.pad(weights, (0, 0, 0, 1))
+        memory = self.initial_values.expand(B, -1, -1)  # (B, N, V): the memory before the chunk
         reads = []
-        for t in range(last + 1):
-            reads.append((read_weights[t] * values).sum(dim=1))
-            if t < last:  # the last step's write is never read
-                values = torch.addcmul(values, write_weights[t], torch.addcmul(add[t], erase[t], values, value=-1))
-        return torch.stack(reads, dim=1)
+        for start in range(0, weights.shape[1], 2 * MEMORY_CHUNK):
+            part = slice(start, start + 2 * MEMORY_CHUNK)
+            chunk_reads, memory = self._pairs(weights[:, part], write_weights[:, part], erase[:, part],
+                                              add[:, part], memory)
+            reads.append(chunk_reads)
+        return torch.cat(reads, dim=1)[:, :T] if len(reads) > 1 else reads[0][:, :T]
+
+    @staticmethod
+    def _pairs(weights: Tensor, write_weights: Tensor, erase: Tensor, add: Tensor,
+               memory: Tensor) -> Tuple[Tensor, Tensor]:
+        """The reads ``(B, 2P, V)`` of ``2P`` steps from ``memory (B, N, V)`` before them, and the memory after."""
+        pair = lambda x: x.unflatten(1, (-1, 2)).unbind(2)  # noqa: E731  (B, 2P, X) -> 2 x (B, P, X)
+        (w0, w1), (u0, u1), (e0, e1), (a0, a1) = pair(weights), pair(write_weights), pair(erase), pair(add)
+        keep1 = 1.0 - u1[..., None] * e1[:, :, None]  # (B, P, N, V): what write 2k + 1 keeps
+        decay = keep1 * (1.0 - u0[..., None] * e0[:, :, None])
+        inputs = torch.addcmul(u1[..., None] * a1[:, :, None], keep1, u0[..., None] * a0[:, :, None])
+        after = linear_recurrence(decay, inputs, memory)  # (B, P, N, V): after each pair
+        before = torch.cat([memory[:, None], after[:, :-1]], dim=1)  # S_k, before pair k
+        both = u0 * w1  # (B, P, N)
+        reads = torch.einsum("bkjn,bknv->bkjv", torch.stack([w0, w1, both], dim=2), before)  # (B, P, 3, V)
+        second = reads[:, :, 1] + both.sum(-1, keepdim=True) * a0 - e0 * reads[:, :, 2]
+        return torch.stack([reads[:, :, 0], second], dim=2).flatten(1, 2), after[:, -1]
+
+
+MEMORY_CHUNK = 32
+"""Step pairs per chunk of :meth:`DKVMNMemory.forward` (64 steps; the datasets' sequences are shorter)."""
+
+
+def linear_recurrence(decay: Tensor, inputs: Tensor, initial: Tensor) -> Tensor:
+    """Every state of ``h_t = decay_t ∘ h_{t-1} + inputs_t`` (``t = 0 .. T-1``, ``h_{-1} = initial``), without a
+    loop over ``t``.
+
+    ``decay``, ``inputs``: ``(B, T, *S)``; ``initial``: ``(B, *S)``; returns ``(B, T, *S)``. A work-efficient
+    parallel scan over the affine maps ``h ↦ a h + b``: compose neighbouring steps in pairs,
+    ``(a₂, b₂) ∘ (a₁, b₁) = (a₂ a₁, a₂ b₁ + b₂)``; the states after each pair are the same recurrence at
+    half the length (recursively, ``log2 T`` levels, ``2 T`` maps in all); the state after the first step of
+    each pair is one more step from the state before it. Only products and sums, no division: as stable as
+    the loop, and linear work in ``T``.
+    """
+    T = decay.shape[1]
+    if T == 0:
+        return inputs.new_empty(inputs.shape)
+    if T == 1:
+        return torch.addcmul(inputs, decay, initial[:, None])
+    half = T // 2
+    a1, a2 = decay[:, 0:2 * half:2], decay[:, 1:2 * half:2]  # the first and second step of each pair
+    b1, b2 = inputs[:, 0:2 * half:2], inputs[:, 1:2 * half:2]
+    pairs = linear_recurrence(a2 * a1, torch.addcmul(b2, a2, b1), initial)  # the state after each pair
+    before_pairs = torch.cat([initial[:, None], pairs[:, :half - 1]], dim=1) if half > 1 else initial[:, None]
+    firsts = torch.addcmul(b1, a1, before_pairs)  # the state after the first step of each pair
+    states = torch.stack([firsts, pairs], dim=2).flatten(1, 2)  # interleaved: steps 0 .. 2·half - 1
+    if T % 2:  # the odd last step
+        states = torch.cat([states, torch.addcmul(inputs[:, -1:], decay[:, -1:], pairs[:, -1:])], dim=1)
+    return states
 
 
 class _RelativeMixer(nn.Module):

@@ -16,18 +16,15 @@ The defaults are quick settings (about a minute on 2 CPU cores); ``--students``,
 otherwise.
 """
 import argparse
-import json
-import math
-import pathlib
 import statistics
-import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
 from .. import create_model
 from ..common.cli import positive
 from ..common.step_timing import alternate, gpcm_step
+from ..common.validation import criterion, slope, step_memory, validation_main
 from .data import simulate_gpcm, split_by_student
 from .train import TrainConfig, evaluate, fit_model
 
@@ -44,32 +41,12 @@ CRITERIA = {
 }
 
 
-def _slope(xs: Sequence[float], ys: Sequence[float]) -> float:
-    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
-    mx, my = statistics.fmean(lx), statistics.fmean(ly)
-    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
-
-
 def _trained(name: str, parts, batch_size: int, steps: int, seed: int, device: str):
     torch.manual_seed(seed)
     model = create_model(name, n_items=parts[0].n_items, n_categories=parts[0].n_categories)
     config = TrainConfig(epochs=1, steps_per_epoch=steps, batch_size=batch_size, lr=1e-2, seed=seed, device=device)
     fit_model(model, parts[0], parts[1], config, log=None, quiet=True)
     return evaluate(model, parts[2], device=device)
-
-
-def _saved_bytes(step_inputs: Callable[[], torch.Tensor]) -> int:
-    """Bytes of the distinct tensors autograd saves for the backward pass of one forward."""
-    seen: Dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        storage = t.untyped_storage()
-        seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step_inputs()
-    return sum(seen.values())
 
 
 def _forward_at(name: str, length: int, batch: int, device: str) -> Callable[[], torch.Tensor]:
@@ -80,18 +57,6 @@ def _forward_at(name: str, length: int, batch: int, device: str) -> Callable[[],
     responses = torch.randint(4, (batch, length), generator=g).to(device)
     padding = torch.zeros(batch, length, dtype=torch.bool, device=device)
     return lambda: model(items, responses, padding).sum()
-
-
-def _memory(name: str, length: int, batch: int, device: str) -> int:
-    forward = _forward_at(name, length, batch, device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        forward().backward()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    return _saved_bytes(forward)
 
 
 def measure(students: int = 1500, examples: int = 4096, rounds: int = 15, lengths: Sequence[int] = (32, 64, 128, 256),
@@ -115,7 +80,7 @@ def measure(students: int = 1500, examples: int = 4096, rounds: int = 15, length
         wall, cpu = alternate({"gpcm": step}, rounds, warmup=3, device=device)
         times[length] = statistics.median(wall["gpcm"])
         say(f"  T={length:4d}: {times[length] * 1e3:.2f} ms per training step")
-    values["time_exponent"] = _slope(list(times), list(times.values()))
+    values["time_exponent"] = slope(list(times), list(times.values()))
     details["time_exponent"] = {"seconds": times}
 
     steps = {name: gpcm_step(name, device=device, seed=seed) for name in ("gpcm", "attention_gpcm")}
@@ -133,42 +98,22 @@ def measure(students: int = 1500, examples: int = 4096, rounds: int = 15, length
     values["qwk_ratio"] = qwk["gpcm"] / qwk["attention_gpcm"]
     details["qwk_ratio"] = {"test_qwk": qwk}
 
-    memory = {length: _memory("gpcm", length, 8, device) for length in lengths}
-    values["memory_exponent"] = _slope(list(memory), list(memory.values()))
+    memory = {length: step_memory(_forward_at("gpcm", length, 8, device), device) for length in lengths}
+    values["memory_exponent"] = slope(list(memory), list(memory.values()))
     details["memory_exponent"] = {"bytes": memory, "measure": "peak CUDA memory" if device.startswith("cuda")
                                   else "bytes saved for backward"}
 
-    report = {}
-    for name, (threshold, op, what) in CRITERIA.items():
-        value = values[name]
-        ok = value < threshold if op == "<" else value >= threshold
-        report[name] = {"value": value, "threshold": threshold, "op": op, "pass": bool(ok), "what": what,
-                        "detail": details[name]}
-    return report
+    return {name: criterion(values[name], op, threshold, what, details[name])
+            for name, (threshold, op, what) in CRITERIA.items()}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tempattn.models validate gpcm", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--students", type=positive(int), default=1500, help="synthetic students (train/val/test)")
     parser.add_argument("--examples", type=positive(int), default=4096,
                         help="students seen per training run (steps = examples / batch size)")
     parser.add_argument("--rounds", type=positive(int), default=15, help="timed steps per shape")
-    parser.add_argument("--seed", type=int, default=0, help="seed")
-    parser.add_argument("--device", default="cpu", help="torch device")
-    parser.add_argument("--threads", type=positive(int), default=1, help="torch CPU threads")
-    parser.add_argument("--out", type=pathlib.Path, default=None, help="directory for validation.json")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    print("gpcm: the knowledge-tracing design's validation criteria (quick settings; see --help)")
-    report = measure(args.students, args.examples, args.rounds, seed=args.seed, device=args.device)
-    for name, row in report.items():
-        verdict = "PASS" if row["pass"] else "FAIL"
-        print(f"{verdict}  {name:16s} {row['value']:8.4f} {row['op']} {row['threshold']:<5g} ({row['what']})")
-    print(f"{sum(r['pass'] for r in report.values())}/{len(report)} criteria pass "
-          f"({time.perf_counter() - started:.0f} s)")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "validation.json").write_text(json.dumps(report, indent=2, default=str))
-    return 0 if all(r["pass"] for r in report.values()) else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return validation_main("gpcm", __doc__, lambda a: measure(a.students, a.examples, a.rounds, seed=a.seed,
+                                                              device=a.device), _arguments, argv)

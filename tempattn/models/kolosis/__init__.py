@@ -17,7 +17,11 @@ Fusion: ``π = softmax(w)`` with learned logits ``w`` — one vector ``(S,)`` sh
 ``x += W_f Σ_s π_s · norm(h_s)`` where ``norm`` is a LayerNorm without gain, so ``π_s`` is stream
 ``s``'s share of the fused input rather than something a stream can rescale around; then
 ``x += MLP(LN(x))``. The LM head reads ``LN(x)`` and gives logits ``(B, T, V)``.
-``kolosis_baseline`` drops the temporal stream (concept + semantic, fused the same way).
+``kolosis_baseline`` drops the temporal stream (concept + semantic, fused the same way). Two controls
+separate the decay bias from the rest: ``kolosis_plain`` puts an equal-size stream of plain causal
+attention (no decay) in the temporal stream's place, and ``kolosis_relpos`` is the baseline whose
+attentions add a learned per-head bias for each distance (T5-style relative positions, so the two
+streams do not start position-blind).
 ``fusion_weights()`` returns ``π``; ``decay_stats()`` returns γ and α ``(L, H, scales)``
 (None for the baseline).
 
@@ -33,9 +37,10 @@ bits per token, fusion weights, γ and α per epoch.
 """
 from typing import Any
 
-from .model import BASELINE_STREAMS, STREAMS, KolosisLM
+from .model import BASELINE_STREAMS, PLAIN_STREAMS, STREAMS, KolosisLM
 
-__all__ = ["KolosisLM", "build_kolosis", "build_kolosis_baseline", "STREAMS", "BASELINE_STREAMS"]
+__all__ = ["KolosisLM", "build_kolosis", "build_kolosis_baseline", "build_kolosis_plain", "build_kolosis_relpos",
+           "STREAMS", "BASELINE_STREAMS", "PLAIN_STREAMS"]
 
 
 def build_kolosis(**kw: Any) -> KolosisLM:
@@ -43,11 +48,27 @@ def build_kolosis(**kw: Any) -> KolosisLM:
     return KolosisLM(**kw)
 
 
+def _fixed(builder: str, kw: dict, fixed: dict) -> KolosisLM:
+    """``KolosisLM(**kw, **fixed)``; a ``streams`` / ``scales`` / fixed keyword in ``kw`` is a ValueError."""
+    for name in ("streams", "scales", *fixed):
+        if name in kw:
+            raise ValueError(f"{builder}: `{name}` must not be given (this model fixes {fixed}), got "
+                             f"{name}={kw[name]!r}; hint: use build_kolosis({name}=...) for other settings")
+    return KolosisLM(**kw, **fixed)
+
+
 def build_kolosis_baseline(**kw: Any) -> KolosisLM:
     """Kolosis without the temporal stream: concept and semantic streams, fused the same way."""
-    for fixed in ("streams", "scales"):
-        if fixed in kw:
-            raise ValueError(f"build_kolosis_baseline: `{fixed}` must not be given (the baseline fixes the streams "
-                             f"to {BASELINE_STREAMS}), got {fixed}={kw[fixed]!r}; hint: use "
-                             f"build_kolosis({fixed}=...) for other stream sets")
-    return KolosisLM(streams=BASELINE_STREAMS, **kw)
+    return _fixed("build_kolosis_baseline", kw, {"streams": BASELINE_STREAMS})
+
+
+def build_kolosis_plain(**kw: Any) -> KolosisLM:
+    """The control for the decay bias: concept, semantic and a third stream of plain causal attention (no
+    decay), the temporal stream's size (its parameters less the 2·H·scales decay parameters)."""
+    return _fixed("build_kolosis_plain", kw, {"streams": PLAIN_STREAMS})
+
+
+def build_kolosis_relpos(**kw: Any) -> KolosisLM:
+    """The baseline (concept + semantic) with relative positions: each attention adds a learned per-head bias
+    for every distance up to ``context - 1`` (``positions="relative"``)."""
+    return _fixed("build_kolosis_relpos", kw, {"streams": BASELINE_STREAMS, "positions": "relative"})

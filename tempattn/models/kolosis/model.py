@@ -10,15 +10,20 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ...nn import DecayStats, MultiheadAttention, MultiScaleDecayAttention
+from ...nn import DecayStats, MultiheadAttention, MultiScaleDecayAttention, RelativeTemporalAttention
 from ...nn._heads import fail
 from ...ops.common.validation import value_checks_enabled
 
-__all__ = ["STREAMS", "BASELINE_STREAMS", "DEFAULT_SCALES", "FUSIONS", "ConceptStream", "SemanticStream",
-           "TemporalStream", "KolosisBlock", "KolosisLM"]
+__all__ = ["STREAMS", "BASELINE_STREAMS", "PLAIN_STREAMS", "STREAM_KINDS", "POSITIONS", "DEFAULT_SCALES", "FUSIONS",
+           "ConceptStream", "SemanticStream", "TemporalStream", "KolosisBlock", "KolosisLM"]
 
 STREAMS = ("concept", "semantic", "temporal")
 BASELINE_STREAMS = ("concept", "semantic")
+PLAIN_STREAMS = ("concept", "semantic", "plain")
+"""The control with an equal-size third stream of plain causal attention (no decay) in the temporal one's place."""
+STREAM_KINDS = STREAMS + ("plain",)
+"""Every stream name, in the canonical order: ``"plain"`` is a second semantic stream (plain attention)."""
+POSITIONS = ("absolute", "relative")
 DEFAULT_SCALES = ((0.6, 0.9), (0.85, 1.0), (0.95, 1.0))
 """γ ranges of the temporal stream: fast, medium, slow (the MultiScaleDecayAttention defaults)."""
 FUSIONS = ("global", "layer")
@@ -32,11 +37,12 @@ class ConceptStream(nn.Module):
     only, so the stream is causal.
     """
 
-    def __init__(self, embed_dim: int, num_heads: int, n_concepts: int, dropout: float, backend: str) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, n_concepts: int, dropout: float, backend: str,
+                 relative_window: Optional[int] = None) -> None:
         super().__init__()
         self.query = nn.Linear(embed_dim, embed_dim)
         self.prototypes = nn.Parameter(torch.randn(n_concepts, embed_dim))
-        self.attention = MultiheadAttention(embed_dim, num_heads, dropout, batch_first=True, backend=backend)
+        self.attention = _causal_attention(embed_dim, num_heads, dropout, backend, relative_window)
 
     def assignment(self, u: Tensor) -> Tensor:
         """``u (B, T, E)`` -> soft assignment ``(B, T, K)`` (rows sum to 1)."""
@@ -46,21 +52,39 @@ class ConceptStream(nn.Module):
     def forward(self, u: Tensor) -> Tensor:
         """``u (B, T, E)`` -> ``(B, T, E)``."""
         concepts = self.assignment(u) @ self.prototypes
-        out, _ = self.attention(concepts, concepts, concepts, need_weights=False, is_causal=True)
-        return out
+        return _attend(self.attention, concepts)
 
 
 class SemanticStream(nn.Module):
-    """Standard causal multi-head self-attention over the token representations (``masked_sdpa``)."""
+    """Standard causal multi-head self-attention over the token representations (``masked_sdpa``), or with
+    ``relative_window`` a learned relative-position bias over that many steps back (``relpos_attention``)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float, backend: str) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float, backend: str,
+                 relative_window: Optional[int] = None) -> None:
         super().__init__()
-        self.attention = MultiheadAttention(embed_dim, num_heads, dropout, batch_first=True, backend=backend)
+        self.attention = _causal_attention(embed_dim, num_heads, dropout, backend, relative_window)
 
     def forward(self, u: Tensor) -> Tensor:
         """``u (B, T, E)`` -> ``(B, T, E)``."""
-        out, _ = self.attention(u, u, u, need_weights=False, is_causal=True)
-        return out
+        return _attend(self.attention, u)
+
+
+def _causal_attention(embed_dim: int, num_heads: int, dropout: float, backend: str,
+                      relative_window: Optional[int]) -> nn.Module:
+    """Plain causal multi-head attention, or (``relative_window`` given) T5-style attention with a learned
+    per-head bias for each distance ``0 .. relative_window`` (zero at init)."""
+    if relative_window is None:
+        return MultiheadAttention(embed_dim, num_heads, dropout, batch_first=True, backend=backend)
+    layer = RelativeTemporalAttention(embed_dim, num_heads, relative_window, dropout=dropout, backend=backend)
+    layer.check_inputs = False  # its input is the model's own (B, T, E) activation
+    return layer
+
+
+def _attend(attention: nn.Module, u: Tensor) -> Tensor:
+    """Causal self-attention of ``u (B, T, E)`` with a layer made by :func:`_causal_attention`."""
+    if isinstance(attention, MultiheadAttention):
+        return attention(u, u, u, need_weights=False, is_causal=True)[0]
+    return attention(u)
 
 
 class TemporalStream(nn.Module):
@@ -116,12 +140,12 @@ def _check_int(name: str, value, minimum: int, hint: str) -> None:
 
 
 def _check_streams(streams) -> Tuple[str, ...]:
-    hint = f"a non-empty subset of {STREAMS} without repeats, e.g. {BASELINE_STREAMS} for the baseline"
+    hint = f"a non-empty subset of {STREAM_KINDS} without repeats, e.g. {BASELINE_STREAMS} for the baseline"
     if isinstance(streams, str) or not isinstance(streams, (tuple, list)):
         _fail("streams", "a tuple of stream names", streams, hint, TypeError)
-    if not streams or len(set(streams)) != len(streams) or not set(streams) <= set(STREAMS):
-        _fail("streams", f"a non-empty subset of {STREAMS}", streams, hint)
-    return tuple(s for s in STREAMS if s in streams)  # canonical order, so weights line up with names
+    if not streams or len(set(streams)) != len(streams) or not set(streams) <= set(STREAM_KINDS):
+        _fail("streams", f"a non-empty subset of {STREAM_KINDS}", streams, hint)
+    return tuple(s for s in STREAM_KINDS if s in streams)  # canonical order, so weights line up with names
 
 
 class KolosisLM(nn.Module):
@@ -133,8 +157,12 @@ class KolosisLM(nn.Module):
         embed_dim: ``E``; num_heads: ``H`` (divides ``E``), used by every stream.
         num_layers: ``L`` blocks.
         n_concepts: ``K`` concept prototypes of the concept stream.
-        streams: which of ``("concept", "semantic", "temporal")`` to run (canonical order kept).
+        streams: which of ``("concept", "semantic", "temporal", "plain")`` to run (canonical order kept);
+            ``"plain"`` is one more plain causal attention stream of the same size as the temporal one.
         scales: γ ranges of the temporal stream (default :data:`DEFAULT_SCALES`); only with it.
+        positions: ``"absolute"`` (the learned position table only) or ``"relative"``: the concept,
+            semantic and plain streams' attentions also add a learned per-head bias for each distance
+            ``0 .. context - 1`` (T5-style relative positions, ``relpos_attention``, zero at init).
         fusion: ``"global"`` (one logit vector ``(S,)`` shared by all blocks) or ``"layer"`` (``(L, S)``).
         dropout: attention, fusion and MLP dropout in training.
         backend: the tempattn operator backend for every attention layer.
@@ -146,7 +174,7 @@ class KolosisLM(nn.Module):
     def __init__(self, vocab_size: int = 128, *, context: int = 128, embed_dim: int = 64, num_heads: int = 4,
                  num_layers: int = 2, n_concepts: int = 16, streams: Sequence[str] = STREAMS,
                  scales: Optional[Sequence[Tuple[float, float]]] = None, fusion: str = "global",
-                 dropout: float = 0.0, backend: str = "auto") -> None:
+                 positions: str = "absolute", dropout: float = 0.0, backend: str = "auto") -> None:
         super().__init__()
         _check_int("vocab_size", vocab_size, 1, "the number of distinct tokens, e.g. CharVocab.size")
         _check_int("context", context, 1, "the longest sequence the model reads, e.g. 128")
@@ -161,28 +189,33 @@ class KolosisLM(nn.Module):
             _fail("scales", "None without the temporal stream", scales, "γ ranges configure the temporal stream only")
         if fusion not in FUSIONS:
             _fail("fusion", f"one of {FUSIONS}", fusion, "'global' shares one weight vector across blocks")
+        if positions not in POSITIONS:
+            _fail("positions", f"one of {POSITIONS}", positions, "'relative' adds a learned bias per distance")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             _fail("dropout", "a float in [0, 1)", dropout, "e.g. 0.1; 0 disables it")
         self.vocab_size, self.context = vocab_size, context
         self.token_embedding = nn.Embedding(vocab_size, embed_dim)
         self.position_embedding = nn.Embedding(context, embed_dim)
         nn.init.normal_(self.position_embedding.weight, std=0.02)
-        make = self._stream_factory(embed_dim, num_heads, n_concepts, scales or DEFAULT_SCALES, dropout, backend)
+        relative_window = context - 1 if positions == "relative" else None
+        make = self._stream_factory(embed_dim, num_heads, n_concepts, scales or DEFAULT_SCALES, dropout, backend,
+                                    relative_window)
         self.blocks = nn.ModuleList(KolosisBlock({name: make[name]() for name in self.stream_names}, embed_dim,
                                                  dropout) for _ in range(num_layers))
         shape = (len(self.stream_names),) if fusion == "global" else (num_layers, len(self.stream_names))
         self.fusion_logits = nn.Parameter(torch.zeros(shape))  # even fusion at init
-        self.fusion = fusion
+        self.fusion, self.positions = fusion, positions
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, vocab_size)
 
     @staticmethod
-    def _stream_factory(embed_dim: int, num_heads: int, n_concepts: int, scales, dropout: float,
-                        backend: str) -> Dict[str, Callable[[], nn.Module]]:
+    def _stream_factory(embed_dim: int, num_heads: int, n_concepts: int, scales, dropout: float, backend: str,
+                        relative_window: Optional[int]) -> Dict[str, Callable[[], nn.Module]]:
         return {
-            "concept": lambda: ConceptStream(embed_dim, num_heads, n_concepts, dropout, backend),
-            "semantic": lambda: SemanticStream(embed_dim, num_heads, dropout, backend),
+            "concept": lambda: ConceptStream(embed_dim, num_heads, n_concepts, dropout, backend, relative_window),
+            "semantic": lambda: SemanticStream(embed_dim, num_heads, dropout, backend, relative_window),
             "temporal": lambda: TemporalStream(embed_dim, num_heads, scales, dropout, backend),
+            "plain": lambda: SemanticStream(embed_dim, num_heads, dropout, backend, relative_window),
         }
 
     def _check_ids(self, ids) -> None:

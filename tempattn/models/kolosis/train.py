@@ -28,7 +28,7 @@ from .model import FUSIONS, KolosisLM
 __all__ = ["mean_nll", "perplexity", "bits_per_token", "lr_factor", "evaluate", "stream_report", "TrainConfig",
            "fit_model", "train", "format_epoch", "main"]
 
-MODEL_NAMES = ("kolosis", "kolosis_baseline")
+MODEL_NAMES = ("kolosis", "kolosis_baseline", "kolosis_plain", "kolosis_relpos")
 
 
 # ---- metrics ----------------------------------------------------------------------------------
@@ -134,12 +134,12 @@ def _parser() -> argparse.ArgumentParser:
     p = training_parser(MODEL_NAMES, DATASETS, "shakespeare", "Train a kolosis language model; --dataset synthetic "
                         "is a geometric-lag echo source with a known optimum.", config=TrainConfig)
     p.add_argument("--context", type=positive(int), default=128, help="window length T")
-    p.add_argument("--embed-dim", type=positive(int), default=64)
-    p.add_argument("--num-heads", type=positive(int), default=4)
-    p.add_argument("--num-layers", type=positive(int), default=2)
-    p.add_argument("--n-concepts", type=positive(int), default=16)
-    p.add_argument("--fusion", choices=FUSIONS, default="global")
-    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--embed-dim", type=positive(int), default=64, help="model width E")
+    p.add_argument("--num-heads", type=positive(int), default=4, help="heads of every stream")
+    p.add_argument("--num-layers", type=positive(int), default=2, help="fused blocks")
+    p.add_argument("--n-concepts", type=positive(int), default=16, help="concept prototypes")
+    p.add_argument("--fusion", choices=FUSIONS, default="global", help="one fusion weight vector, or one per block")
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout rate in training")
     p.add_argument("--val-windows", type=positive(int), default=256, help="validation windows (or sequences)")
     return p
 

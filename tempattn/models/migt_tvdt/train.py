@@ -262,10 +262,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--horizon", type=positive(int), default=5, help="steps H forecast after the origin")
     parser.add_argument("--quantiles", type=_quantile_list, default=DEFAULT_QUANTILES,
                         help="comma-separated increasing levels, e.g. 0.05,0.5,0.95")
-    parser.add_argument("--d-model", type=positive(int), default=32)
-    parser.add_argument("--heads", type=positive(int), default=4)
-    parser.add_argument("--layers", type=positive(int), default=2)
-    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--d-model", type=positive(int), default=32, help="token width d")
+    parser.add_argument("--heads", type=positive(int), default=4, help="attention heads")
+    parser.add_argument("--layers", type=positive(int), default=2, help="temporal + cross-variable blocks")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout rate in training")
     return parser
 
 

@@ -5,6 +5,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ... import _dispatch
+from . import fastpath
 from . import validation as V
 from .reference import accumulate_dtype
 
@@ -16,6 +17,7 @@ class CommonArgs(NamedTuple):
     seed: int
     scale: float
     backend: str
+    checks: fastpath.Checks  # the hot path's checks for this call (fastpath.checks())
 
 
 def draw_seed() -> int:
@@ -33,16 +35,19 @@ def as_param(t: Optional[torch.Tensor], q: torch.Tensor) -> Optional[torch.Tenso
 
 def common_args(op: str, q, k, v, *, causal: bool, key_padding_mask, key_valid_mask, key_bias, dropout_p, seed,
                 scale, backend) -> CommonArgs:
-    V.check_qkv(op, q, k, v)
-    B, H, Tq, D = q.shape
-    Tk = k.shape[2]
-    device = q.device
-    V.check_lengths(op, Tq, Tk, causal)
-    backend = _dispatch.resolve(op, backend, device)
+    checks = fastpath.checks()
+    layout = checks.qkv_layout(q, k, v, causal, V.MAX_HEAD_DIM)
+    if layout is None:  # something is wrong: the general checks raise the error that names it
+        V.check_qkv(op, q, k, v)
+        V.check_lengths(op, q.shape[2], k.shape[2], causal)
+        raise RuntimeError(f"{op}: internal error: the fast check refused q, k, v that the full checks accept")
+    B, H, _, Tk, D, device_type = layout
+    backend = _dispatch.resolve(op, backend, device_type, q)
     if (key_padding_mask is None and key_valid_mask is None and key_bias is None and dropout_p == 0.0
             and type(dropout_p) is float and seed is None and scale is None):
         # Every optional argument at its default: the common call, with nothing left to check.
-        return CommonArgs(None, None, 0.0, 0, 1.0 / math.sqrt(D), backend)
+        return CommonArgs(None, None, 0.0, 0, 1.0 / math.sqrt(D), backend, checks)
+    device = q.device
     key_valid = V.canonical_key_valid(op, key_padding_mask, key_valid_mask, B, Tk, device)
     key_bias = V.canonical_key_bias(op, key_bias, B, H, Tk, device)
     V.check_dropout(op, dropout_p, seed)
@@ -56,4 +61,5 @@ def common_args(op: str, q, k, v, *, causal: bool, key_padding_mask, key_valid_m
         seed=0 if seed is None else int(seed),
         scale=1.0 / math.sqrt(D) if scale is None else float(scale),
         backend=backend,
+        checks=checks,
     )

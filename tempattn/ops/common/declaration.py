@@ -13,7 +13,7 @@ config value. From that :func:`declare_attention_op` generates
   autograd, which ``torch.compile`` and ``opcheck`` see;
 - the relay: per backend, the forward ``kernel(*tensors, *config) -> (out, lse)`` and the backward
   ``kernel(grad_out, delta, lse, *tensors, *config) -> [grads of the present differentiable
-  tensors]``; the C++ ones are ``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd``, the Triton ones come
+  tensors]``; the C++ / CUDA ones are ``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd``, the Triton ones come
   from the declaration, the reference backward is autograd through the reference forward;
 - an eager fast path: outside ``torch.compile`` and tensor-subclass tracing, the call goes straight
   to the relay (an ``autograd.Function`` when a gradient is needed), skipping the custom-op layer
@@ -26,12 +26,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from . import fastpath
 from .autograd import fake_outputs, reference_backward, row_delta
-
-# Tensor types that run eagerly; any other subclass (fake tensors, functorch wrappers) takes the custom op.
-_PLAIN_TENSORS = frozenset((torch.Tensor, torch.nn.Parameter))
 
 # The arguments every operator shares, around its own (see the module docstring).
 _QKV = ("q", "k", "v")
@@ -95,35 +92,24 @@ class AttentionOp:
     def __call__(self, *args) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(*tensors, *config, backend) -> (out, lse)``: the custom op, or the eager fast path."""
         tensors = args[:self.n_tensors]
-        if _tracing():
-            return self.fwd_op(*args)
-        needs_grad = False
-        for t in tensors:  # one plain loop: this runs on every call
-            if t is not None:
-                if type(t) not in _PLAIN_TENSORS:
-                    return self.fwd_op(*args)  # a tensor subclass (fake, functorch, ...) traces the custom op
-                needs_grad = needs_grad or t.requires_grad
-        if needs_grad and torch.is_grad_enabled():
+        mode = fastpath.TRACE if torch.compiler.is_compiling() else fastpath.C_OR_PY.eager_mode(*tensors)
+        if mode == fastpath.EAGER_NO_GRAD:
+            return relay_forward(self, tensors, args[self.n_tensors:-1], args[-1])
+        if mode == fastpath.EAGER_GRAD:
             return self.apply_function(*args)
-        return relay_forward(self, tensors, args[self.n_tensors:-1], args[-1])
+        return self.fwd_op(*args)
 
     def kernels(self, backend: str) -> Kernels:
-        if backend == "cpu":
-            return _CPU_KERNELS[self.name]
+        if backend in ("cpu", "cuda"):  # one tempattn_C op per direction; the dispatcher picks CPU or CUDA kernels
+            return _EXTENSION_KERNELS[self.name]
         if backend == "triton" and self.triton is not None:
             return self.triton
         raise RuntimeError(f"{self.name}: backend {backend!r} has no kernel for this operator in this build")
 
 
-def _tracing() -> bool:
-    """Compiling, a dispatch mode, or a functorch transform: the custom op must be what they see."""
-    return (torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None
-            or torch._C._are_functorch_transforms_active())
-
-
 def _eager(tensors: Sequence[Optional[torch.Tensor]]) -> bool:
     """Plain tensors and no tracing: the custom-op layer adds nothing there."""
-    return not _tracing() and all(t is None or type(t) in _PLAIN_TENSORS for t in tensors)
+    return not torch.compiler.is_compiling() and fastpath.C_OR_PY.eager_mode(*tensors) != fastpath.TRACE
 
 
 def _is_empty(tensors) -> bool:
@@ -248,7 +234,8 @@ def declare_attention_op(op: AttentionOp) -> AttentionOp:
 
 
 class _ExtensionKernels(dict):
-    """``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd`` per operator, looked up on first use."""
+    """``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd`` per operator, looked up on first use. The ops have a
+    CPU kernel (csrc/cpu) and, in a CUDA build, a CUDA kernel (csrc/cuda): backends "cpu" and "cuda"."""
 
     def __missing__(self, name: str) -> Kernels:
         import tempattn._C  # noqa: F401  (registers the ops)
@@ -258,4 +245,4 @@ class _ExtensionKernels(dict):
         return kernels
 
 
-_CPU_KERNELS: Dict[str, Kernels] = _ExtensionKernels()
+_EXTENSION_KERNELS: Dict[str, Kernels] = _ExtensionKernels()

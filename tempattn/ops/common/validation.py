@@ -41,13 +41,13 @@ def check_float(op: str, name: str, t: torch.Tensor) -> None:
 
 
 def check_qkv(op: str, q, k, v) -> None:
-    if not _qkv_well_formed(q, k, v):
+    if not qkv_well_formed(q, k, v):
         _explain_qkv(op, q, k, v)
 
 
-def _qkv_well_formed(q, k, v) -> bool:
-    """One cheap pass accepting only inputs that _explain_qkv accepts: the hot path of every call
-    (plain int comparisons: slicing torch.Size and comparing devices cost more than the rest)."""
+def qkv_well_formed(q, k, v, max_head_dim: int = MAX_HEAD_DIM) -> bool:
+    """One cheap pass accepting only inputs that _explain_qkv accepts (the hot path's check when the
+    extension is not built; fastpath.qkv_layout is its C version)."""
     if not (isinstance(q, torch.Tensor) and isinstance(k, torch.Tensor) and isinstance(v, torch.Tensor)):
         return False
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
@@ -57,7 +57,7 @@ def _qkv_well_formed(q, k, v) -> bool:
     vB, vH, vT, Dv = v.shape
     dtype = q.dtype
     return (dtype in _FLOAT_SET and k.dtype == dtype and v.dtype == dtype and kB == B and vB == B and kH == H
-            and vH == H and kD == D and vT == Tk and 1 <= D <= MAX_HEAD_DIM and 1 <= Dv <= MAX_HEAD_DIM
+            and vH == H and kD == D and vT == Tk and 1 <= D <= max_head_dim and 1 <= Dv <= max_head_dim
             and q.stride(3) == 1 and k.stride(3) == 1 and v.stride(3) == 1
             and k.device == q.device and v.device == q.device)
 

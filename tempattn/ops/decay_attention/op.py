@@ -5,7 +5,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..common import validation as V
-from ..common.arguments import as_param, common_args
+from ..common.arguments import CommonArgs, as_param, common_args
 from ..common.declaration import AttentionOp, ConfigArg, TensorArg, declare_attention_op
 from . import launcher
 from .reference import decay_attention_reference
@@ -20,11 +20,19 @@ DECAY_ATTENTION = declare_attention_op(AttentionOp(
 ))
 
 
-def _check_decay_params(op: str, log_gamma, alpha_logits, H: int, device, backend: str) -> None:
-    if not _decay_params_well_formed(log_gamma, alpha_logits, H, device):
-        _explain_decay_params(op, log_gamma, alpha_logits, H, device)
-    if not V.python_value_checks(log_gamma, backend):
-        return
+def _decay_params(op: str, log_gamma, alpha_logits, q, a: CommonArgs):
+    """Checked ``(log_gamma, alpha_logits)``, as the kernels take them."""
+    H = q.shape[1]
+    width = a.checks.param_width(log_gamma, q, H, -1)
+    if width < 0 or a.checks.param_width(alpha_logits, q, H, width) < 0:  # not kernel-ready as they are
+        _check_decay_shapes(op, log_gamma, alpha_logits, H, q.device)
+        log_gamma, alpha_logits = as_param(log_gamma, q), as_param(alpha_logits, q)
+    if V.python_value_checks(log_gamma, a.backend):
+        _check_decay_values(op, log_gamma, alpha_logits)
+    return log_gamma, alpha_logits
+
+
+def _check_decay_values(op: str, log_gamma, alpha_logits) -> None:
     V.check_finite(op, "log_gamma", log_gamma)
     V.check_finite(op, "alpha_logits", alpha_logits)
     if bool((log_gamma > 0).any()):
@@ -32,16 +40,8 @@ def _check_decay_params(op: str, log_gamma, alpha_logits, H: int, device, backen
                          f"{float(log_gamma.max()):.4g}; hint: parametrise it as -softplus(x) or log(sigmoid(x))")
 
 
-def _decay_params_well_formed(log_gamma, alpha_logits, H: int, device) -> bool:
-    """One cheap pass accepting only what _explain_decay_params accepts (the hot path)."""
-    return (isinstance(log_gamma, Tensor) and isinstance(alpha_logits, Tensor) and log_gamma.dim() == 2
-            and log_gamma.shape[0] == H and log_gamma.shape[1] >= 1 and alpha_logits.shape == log_gamma.shape
-            and log_gamma.dtype in V.FLOAT_DTYPES and alpha_logits.dtype in V.FLOAT_DTYPES
-            and log_gamma.device == device and alpha_logits.device == device)
-
-
-def _explain_decay_params(op: str, log_gamma, alpha_logits, H: int, device) -> None:
-    """Raises the error naming what is wrong with log_gamma or alpha_logits."""
+def _check_decay_shapes(op: str, log_gamma, alpha_logits, H: int, device) -> None:
+    """Raises the error naming what is wrong with the type, shape, dtype or device of log_gamma or alpha_logits."""
     V.check_tensor(op, "log_gamma", log_gamma, 2, "(H, S)")
     V.check_param(op, "log_gamma", log_gamma, (H, max(log_gamma.shape[1], 1)), "(H, S) with S >= 1", device)
     V.check_param(op, "alpha_logits", alpha_logits, tuple(log_gamma.shape), "(H, S) like log_gamma", device)
@@ -99,11 +99,10 @@ def decay_attention(q: Tensor, k: Tensor, v: Tensor, log_gamma: Tensor, alpha_lo
     _check_eps(op, eps)
     a = common_args(op, q, k, v, causal=True, key_padding_mask=key_padding_mask, key_valid_mask=key_valid_mask,
                     key_bias=key_bias, dropout_p=dropout_p, seed=seed, scale=scale, backend=backend)
-    B, H = q.shape[:2]
-    _check_decay_params(op, log_gamma, alpha_logits, H, q.device, a.backend)
-    times = _relative_times(op, times, B, k.shape[2], q, a.backend)
+    log_gamma, alpha_logits = _decay_params(op, log_gamma, alpha_logits, q, a)
+    times = _relative_times(op, times, q.shape[0], k.shape[2], q, a.backend)
     # A window of Tk keys or more admits every causal key: the same as none, and no overflow in a kernel.
     window = None if window is not None and window >= k.shape[2] else window
-    out, lse = DECAY_ATTENTION(q, k, v, as_param(log_gamma, q), as_param(alpha_logits, q), times, a.key_valid,
+    out, lse = DECAY_ATTENTION(q, k, v, log_gamma, alpha_logits, times, a.key_valid,
                                a.key_bias, window, float(eps), a.dropout_p, a.seed, a.scale, a.backend)
     return (out, lse) if return_lse else out

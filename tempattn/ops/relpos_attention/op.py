@@ -4,7 +4,7 @@ from typing import Optional
 from torch import Tensor
 
 from ..common import validation as V
-from ..common.arguments import as_param, common_args
+from ..common.arguments import CommonArgs, as_param, common_args
 from ..common.declaration import AttentionOp, ConfigArg, TensorArg, declare_attention_op
 from . import launcher
 from .reference import relpos_attention_reference
@@ -19,14 +19,23 @@ RELPOS_ATTENTION = declare_attention_op(AttentionOp(
 ))
 
 
-def _check_rel_bias(op: str, rel_bias, H: int, window, device, backend: str) -> None:
+def _rel_bias(op: str, rel_bias, q, window, a: CommonArgs):
+    """Checked ``rel_bias``, as the kernels take it."""
+    H = q.shape[1]
+    if a.checks.param_width(rel_bias, q, H, -1 if window is None else window + 1) < 0:  # not kernel-ready
+        _check_rel_bias_shape(op, rel_bias, H, window, q.device)
+        rel_bias = as_param(rel_bias, q)
+    if V.python_value_checks(rel_bias, a.backend):
+        V.check_finite(op, "rel_bias", rel_bias)
+    return rel_bias
+
+
+def _check_rel_bias_shape(op: str, rel_bias, H: int, window, device) -> None:
     if window is None:
         V.check_tensor(op, "rel_bias", rel_bias, 2, "(H, R)")
         V.check_param(op, "rel_bias", rel_bias, (H, max(rel_bias.shape[1], 1)), "(H, R) with R >= 1", device)
     else:
         V.check_param(op, "rel_bias", rel_bias, (H, window + 1), "(H, window + 1)", device)
-    if V.python_value_checks(rel_bias, backend):
-        V.check_finite(op, "rel_bias", rel_bias)
 
 
 def relpos_attention(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, *, window: Optional[int],
@@ -53,7 +62,7 @@ def relpos_attention(q: Tensor, k: Tensor, v: Tensor, rel_bias: Tensor, *, windo
     V.check_window(op, window)
     a = common_args(op, q, k, v, causal=True, key_padding_mask=key_padding_mask, key_valid_mask=key_valid_mask,
                     key_bias=key_bias, dropout_p=dropout_p, seed=seed, scale=scale, backend=backend)
-    _check_rel_bias(op, rel_bias, q.shape[1], window, q.device, a.backend)
-    out, lse = RELPOS_ATTENTION(q, k, v, as_param(rel_bias, q), a.key_valid, a.key_bias, window, a.dropout_p,
+    rel_bias = _rel_bias(op, rel_bias, q, window, a)
+    out, lse = RELPOS_ATTENTION(q, k, v, rel_bias, a.key_valid, a.key_bias, window, a.dropout_p,
                                 a.seed, a.scale, a.backend)
     return (out, lse) if return_lse else out

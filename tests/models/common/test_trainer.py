@@ -166,6 +166,18 @@ def test_help_shows_the_defaults(capsys):
     assert "(default: 5)" in text and "--patience" in text and "--grad-clip" in text and "--resume" in text
 
 
+@pytest.mark.parametrize("name", ["gpcm", "migt_tvdt", "kolosis", "char_lm", "tsa"])
+def test_help_gives_every_option_a_default(name, capsys):
+    """Every option with a value shows its default (argparse shows none for an option without help text)."""
+    with pytest.raises(SystemExit):
+        models_cli.main([name, "--help"])
+    options = capsys.readouterr().out.split("options:")[1].split("\n  -")[1:]
+    flags = [" ".join(o.split()) for o in options]
+    valued = [f for f in flags if not f.startswith(("-help", "h,", "-amp", "-resume", "-quiet"))]
+    assert len(valued) > 15
+    assert all("(default:" in f for f in valued), [f[:40] for f in valued if "(default:" not in f]
+
+
 def test_world_size_must_divide_the_batch(monkeypatch):
     monkeypatch.setattr(trainer, "world_size", lambda: 3)
     with pytest.raises(ValueError, match="not divisible by the world size 3"):

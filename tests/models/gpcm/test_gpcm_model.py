@@ -6,7 +6,8 @@ import torch
 
 from tempattn.models import create_model
 from tempattn.models.gpcm import GPCMKnowledgeTracer, build_gpcm
-from tempattn.models.gpcm.model import DKVMNMemory, gpcm_log_probs, ordered_thresholds, shifted_interactions
+from tempattn.models.gpcm.model import (DKVMNMemory, gpcm_log_probs, linear_recurrence, ordered_thresholds,
+                                        shifted_interactions)
 
 NAMES = ("gpcm", "attention_gpcm")
 N_ITEMS, K = 7, 4
@@ -94,13 +95,16 @@ def _dkvmn_as_designed(memory: DKVMNMemory, keys, writes, padding):
     return torch.stack(reads, dim=1)
 
 
-def test_dkvmn_matches_its_equations_with_gradients():
-    torch.manual_seed(0)
+@pytest.mark.parametrize("T", [2, 3, 7, 8, 33, 100, 129])
+def test_dkvmn_matches_its_equations_with_gradients(T):
+    """The scan form (no loop over steps) equals the step-by-step loop, values and gradients, odd and even T,
+    one chunk of MEMORY_CHUNK pairs and several."""
+    torch.manual_seed(T)
     memory = DKVMNMemory(embed_dim=5, write_dim=6, memory_size=3, memory_dim=4).double()
-    keys = torch.randn(3, 7, 5, dtype=torch.float64, requires_grad=True)
-    writes = torch.randn(3, 7, 6, dtype=torch.float64, requires_grad=True)
-    padding = torch.zeros(3, 7, dtype=torch.bool)
-    padding[1, 2] = padding[2, 5:] = True  # a hole and right padding
+    keys = torch.randn(3, T, 5, dtype=torch.float64, requires_grad=True)
+    writes = torch.randn(3, T, 6, dtype=torch.float64, requires_grad=True)
+    padding = torch.zeros(3, T, dtype=torch.bool)
+    padding[1, T // 3] = padding[2, T // 2 + 1:] = True  # a hole and right padding
     got, expected = memory(keys, writes, padding), _dkvmn_as_designed(memory, keys, writes, padding)
     torch.testing.assert_close(got, expected)
     weights = torch.randn_like(got)
@@ -109,6 +113,44 @@ def test_dkvmn_matches_its_equations_with_gradients():
                     torch.autograd.grad((expected * weights).sum(), inputs)):
         torch.testing.assert_close(g, e)
     assert memory(keys[:, :1], writes[:, :1], padding[:, :1]).shape == (3, 1, 4)  # T = 1: no write at all
+
+
+def test_dkvmn_scan_survives_saturated_writes():
+    """Erase 1 on a one-hot slot makes a write's keep factor exactly 0 (float32): the scan, which never divides,
+    stays finite and equal to the loop."""
+    memory = DKVMNMemory(embed_dim=2, write_dim=2, memory_size=2, memory_dim=3)
+    with torch.no_grad():
+        memory.key_memory.copy_(torch.eye(2))
+        memory.erase.weight.zero_()
+        memory.erase.bias.fill_(1e4)  # sigmoid -> exactly 1.0
+    keys = torch.tensor([[1e4, 0.0], [0.0, 1e4]]).repeat(20, 1)[None]  # softmax -> exactly one-hot
+    writes = torch.randn(1, 40, 2)
+    padding = torch.zeros(1, 40, dtype=torch.bool)
+    got, expected = memory(keys, writes, padding), _dkvmn_as_designed(memory, keys, writes, padding)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("T", [0, 1, 2, 5, 16, 31, 64])
+def test_linear_recurrence_equals_the_loop(T):
+    torch.manual_seed(T)
+    decay = torch.rand(2, T, 3, 4, dtype=torch.float64, requires_grad=True)
+    inputs = torch.randn(2, T, 3, 4, dtype=torch.float64, requires_grad=True)
+    initial = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    h, expected = initial, []
+    for t in range(T):
+        h = decay[:, t] * h + inputs[:, t]
+        expected.append(h)
+    got = linear_recurrence(decay, inputs, initial)
+    assert got.shape == (2, T, 3, 4)
+    if T == 0:
+        return
+    expected = torch.stack(expected, dim=1)
+    torch.testing.assert_close(got, expected)
+    grads = torch.randn_like(got)
+    for g, e in zip(torch.autograd.grad((got * grads).sum(), (decay, inputs, initial)),
+                    torch.autograd.grad((expected * grads).sum(), (decay, inputs, initial))):
+        torch.testing.assert_close(g, e)
 
 
 def test_the_relative_layer_leaves_the_checks_to_the_model():

@@ -10,7 +10,8 @@ from tempattn.models import create_model
 from tempattn.models.common.text import CharVocab, MarkovSource
 from tempattn.models.kolosis import data as kdata
 from tempattn.models.kolosis import train as ktrain
-from tempattn.models.kolosis.model import DEFAULT_SCALES, KolosisLM
+from tempattn.models.kolosis.model import BASELINE_STREAMS, DEFAULT_SCALES, KolosisLM
+from tempattn.nn import MultiheadAttention
 
 TINY = dict(vocab_size=11, context=24, embed_dim=16, num_heads=2, num_layers=2, n_concepts=5, backend="cpu")
 
@@ -89,13 +90,14 @@ def test_concept_assignment_is_a_distribution_over_prototypes():
 
 # ---- leak-freedom ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,fusion", [("kolosis", "global"), ("kolosis", "layer"), ("kolosis_baseline", "global")])
+@pytest.mark.parametrize("name,fusion", [("kolosis", "global"), ("kolosis", "layer"), ("kolosis_baseline", "global"),
+                                       ("kolosis_plain", "global"), ("kolosis_relpos", "global")])
 def test_logits_at_t_depend_only_on_tokens_up_to_t(name, fusion):
     model = tiny(name, fusion=fusion)
-    with torch.no_grad():  # non-trivial decay and fusion parameters
+    with torch.no_grad():  # non-trivial decay, relative-position and fusion parameters
         model.fusion_logits.normal_()
         for p_name, p in model.named_parameters():
-            if p_name.endswith(("gamma_raw", "alpha_logits")):
+            if p_name.endswith(("gamma_raw", "alpha_logits", "rel_bias")):
                 p.normal_()
     ids = random_ids()
     t = int(torch.randint(1, ids.shape[1] - 1, ()))
@@ -121,6 +123,8 @@ def test_logits_at_t_depend_only_on_tokens_up_to_t(name, fusion):
     ({"streams": "temporal"}, TypeError, ["streams", "tuple", "hint"]),
     ({"streams": ("semantic",), "scales": ((0.5, 0.9),)}, ValueError, ["scales", "temporal", "hint"]),
     ({"fusion": "per-head"}, ValueError, ["fusion", "global", "per-head", "hint"]),
+    ({"positions": "rotary"}, ValueError, ["positions", "relative", "rotary", "hint"]),
+    ({"streams": ("semantic", "plain", "plain")}, ValueError, ["streams", "plain", "hint"]),
     ({"dropout": 1.0}, ValueError, ["dropout", "[0, 1)", "hint"]),
     ({"n_concepts": 0}, ValueError, ["n_concepts", "0", "hint"]),
 ])
@@ -131,9 +135,43 @@ def test_bad_constructor_arguments_are_explained(kwargs, exc, words):
         assert word in str(info.value)
 
 
-def test_baseline_refuses_stream_arguments():
+@pytest.mark.parametrize("name", ["kolosis_baseline", "kolosis_plain", "kolosis_relpos"])
+def test_baseline_refuses_stream_arguments(name):
     with pytest.raises(ValueError, match="streams.*hint"):
-        create_model("kolosis_baseline", streams=("semantic",))
+        create_model(name, streams=("semantic",))
+    with pytest.raises(ValueError, match="scales.*hint"):
+        create_model(name, scales=((0.5, 0.9),))
+
+
+def test_plain_control_is_the_temporal_model_without_decay():
+    """kolosis_plain: the same three-stream layout and size, the decay stream replaced by plain attention."""
+    kolosis, plain = create_model("kolosis", **TINY), create_model("kolosis_plain", **TINY)
+    assert plain.stream_names == ("concept", "semantic", "plain") and plain.decay_stats() is None
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    decay_parameters = 2 * TINY["num_layers"] * TINY["num_heads"] * 3  # gamma_raw and alpha_logits per block
+    assert count(kolosis) - count(plain) == decay_parameters
+    for block in plain.blocks:
+        assert isinstance(block.streams["plain"].attention, MultiheadAttention)
+
+
+def test_relpos_control_adds_a_learned_bias_per_distance():
+    """kolosis_relpos: the baseline's streams with a (H, context) relative-position table, zero at init, so
+    it starts as the baseline with the same weights and differs once the table is trained."""
+    torch.manual_seed(0)
+    relpos = create_model("kolosis_relpos", **TINY).eval()
+    assert relpos.stream_names == BASELINE_STREAMS and relpos.positions == "relative"
+    tables = [p for n, p in relpos.named_parameters() if n.endswith("rel_bias")]
+    assert len(tables) == 2 * TINY["num_layers"]
+    assert all(t.shape == (TINY["num_heads"], TINY["context"]) and not t.any() for t in tables)
+    baseline = create_model("kolosis_baseline", **TINY).eval()
+    # the same weights: the packed projection is `in_proj.weight` in the relpos layer, `in_proj_weight` in MHA
+    state = {k.replace("in_proj.", "in_proj_"): v for k, v in relpos.state_dict().items() if not k.endswith("rel_bias")}
+    baseline.load_state_dict(state)
+    ids = random_ids(vocab=TINY["vocab_size"])
+    torch.testing.assert_close(relpos(ids), baseline(ids), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        tables[0][:, 1] = 5.0  # prefer the previous token
+    assert not torch.allclose(relpos(ids), baseline(ids), atol=1e-3)
 
 
 @pytest.mark.parametrize("ids,exc,words", [

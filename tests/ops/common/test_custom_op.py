@@ -128,3 +128,23 @@ def test_compiled_dropout_draws_a_fresh_seed_per_call_from_torch_generator():
     first = compiled(q)
     torch.manual_seed(3)
     assert torch.equal(first, compiled(q))
+
+
+# Schema types of the declaration as the C++ schemas print them.
+_CPP_TYPES = {"Tensor": "Tensor", "Tensor?": "Optional[Tensor]", "SymInt": "int", "SymInt?": "Optional[int]",
+              "float": "float", "bool": "bool"}
+
+
+@pytest.mark.skipif(not tempattn.backends()["cpu"]["available"], reason="the C++ extension is not built")
+@pytest.mark.parametrize("declared", [MASKED_SDPA, RELPOS_ATTENTION, DECAY_ATTENTION], ids=OPS)
+def test_cpu_kernel_schemas_follow_the_declaration(declared):
+    """The C++ operators (csrc/cpu/bindings.cpp) take the declared arguments, in order, with the declared
+    types: the relay passes ``(*tensors, *config)`` to them positionally."""
+    arguments = ([(n, _CPP_TYPES[k]) for n, k, _ in declared.tensor_specs]
+                 + [(n, _CPP_TYPES[k]) for n, k in declared.config_specs])
+    ops = torch.ops.tempattn_C
+    forward = getattr(ops, f"{declared.name}_fwd").default._schema
+    backward = getattr(ops, f"{declared.name}_bwd").default._schema
+    assert [(a.name, str(a.type)) for a in forward.arguments] == arguments
+    assert [(a.name, str(a.type)) for a in backward.arguments] == [
+        ("grad_out", "Tensor"), ("delta", "Tensor"), ("lse", "Tensor")] + arguments

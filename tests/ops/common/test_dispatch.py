@@ -31,7 +31,7 @@ def test_explicit_gpu_backend_on_cpu_tensors_says_why(backend, monkeypatch):
 
 def test_auto_on_cpu_picks_the_fused_cpu_kernels_or_warns_once(monkeypatch):
     monkeypatch.delenv("TEMPATTN_BACKEND", raising=False)
-    chosen = _dispatch.resolve("op", "auto", torch.device("cpu"))
+    chosen = _dispatch.resolve("op", "auto", "cpu", torch.empty(0))
     assert chosen == ("cpu" if tempattn.backends()["cpu"]["available"] else "reference")
 
 
@@ -41,22 +41,22 @@ def test_reference_fallback_warns_when_the_extension_is_missing(monkeypatch):
     monkeypatch.setattr(_dispatch, "_RESOLVED", {})
     _dispatch._warn_reference_fallback.cache_clear()
     with pytest.warns(RuntimeWarning, match="reference backend"):
-        assert _dispatch.resolve("op", "auto", torch.device("cpu")) == "reference"
+        assert _dispatch.resolve("op", "auto", "cpu", torch.empty(0)) == "reference"
     with pytest.raises(RuntimeError, match="not built"):
-        _dispatch.resolve("op", "cpu", torch.device("cpu"))
+        _dispatch.resolve("op", "cpu", "cpu", torch.empty(0))
 
 
 def test_environment_variable_overrides_auto(monkeypatch):
     monkeypatch.setenv("TEMPATTN_BACKEND", "reference")
-    assert _dispatch.resolve("op", "auto", torch.device("cpu")) == "reference"
+    assert _dispatch.resolve("op", "auto", "cpu", torch.empty(0)) == "reference"
     monkeypatch.setenv("TEMPATTN_BACKEND", "turbo")
     with pytest.raises(ValueError, match="TEMPATTN_BACKEND"):
-        _dispatch.resolve("op", "auto", torch.device("cpu"))
+        _dispatch.resolve("op", "auto", "cpu", torch.empty(0))
 
 
 def test_explicit_backend_ignores_the_environment(monkeypatch):
     monkeypatch.setenv("TEMPATTN_BACKEND", "turbo")
-    assert _dispatch.resolve("op", "reference", torch.device("cpu")) == "reference"
+    assert _dispatch.resolve("op", "reference", "cpu", torch.empty(0)) == "reference"
 
 
 @pytest.mark.skipif(not tempattn.backends()["cpu"]["available"], reason="C++ CPU kernels not built")

@@ -1,0 +1,66 @@
+// What the CUDA kernels receive: plain structs of pointers, strides and sizes, built on the host by
+// csrc/cuda/ops.cu from checked tensors and passed by value. No torch types, so the kernel files
+// compile without ATen; the per-score maths are the host/device headers in csrc/common/.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "common/band.h"
+#include "common/philox.h"
+
+namespace tempattn::cuda {
+
+// The input dtype of q, k, v (and grad_out, out, dq, dk, dv); everything else is float32.
+enum class Dtype { kFloat32, kFloat16, kBFloat16 };
+
+// The score modifier of an operator (kernels/common/score_mods.py has the same three).
+enum class ModKind { kNone, kRelpos, kDecay };
+
+// A (B, H, T, X) tensor whose last dim has stride 1.
+struct Rows {
+  const void* data;
+  int64_t stride_b, stride_h, stride_t;
+};
+
+struct ForwardParams {
+  Rows q, k, v;
+  int64_t B, H, Tq, Tk, D, Dv;
+  common::Band band;               // window clamped (common::clamp_window)
+  const bool* key_valid;           // (B, Tk), True = attend; nullptr: all valid
+  const float* key_bias;           // (B, H, Tk) contiguous or nullptr
+  float scale;
+  common::DropoutMask dropout;
+  void* out;                       // (B, H, Tq, Dv) contiguous, input dtype
+  float* lse;                      // (B, H, Tq) contiguous
+};
+
+struct BackwardParams {
+  Rows grad_out;                   // (B, H, Tq, Dv)
+  const float* delta;              // (B, H, Tq) contiguous: rowsum(dO * O) - dlse
+  const float* lse;                // (B, H, Tq) contiguous
+  void* dq;                        // (B, H, Tq, D) contiguous, input dtype
+  void* dk;                        // (B, H, Tk, D)
+  void* dv;                        // (B, H, Tk, Dv)
+  float* dkey_bias;                // (B, H, Tk) or nullptr
+};
+
+// The modifier's parameters and, in the backward, its per-row gradient partials (zeroed by the
+// host), reduced over (b, i) by the host in a fixed order:
+//   relpos: rel_bias (H, R); partial0 = band (B, H, Tq, R): dS of row i at offset Delta < R - 1,
+//           the row's sum over Delta >= R - 1 in column R - 1.
+//   decay:  log_a = log_softmax(alpha_logits), log_gamma (H, S), times (B, Tk) or nullptr;
+//           partial0 = sum_j dS r_s (d log a), partial1 = sum_j dS r_s Delta (d log_gamma), (B, H, Tq, S).
+struct ModParams {
+  ModKind kind = ModKind::kNone;
+  const float* rel_bias = nullptr;
+  int64_t R = 1;
+  const float* log_a = nullptr;
+  const float* log_gamma = nullptr;
+  int64_t S = 1;
+  float log_eps = 0.f;
+  const float* times = nullptr;
+  float* partial0 = nullptr;
+  float* partial1 = nullptr;
+};
+
+}  // namespace tempattn::cuda

@@ -1,0 +1,76 @@
+"""The host/device maths headers (csrc/common/*.h), compiled as plain C++ and checked directly.
+
+The CPU kernels include these headers, so the CPU suite tests them through the operators too; here
+each rule is pinned on its own: the tile ranges against a brute-force enumeration of admissible
+pairs, Philox against tempattn's Python definition, and the decay mixture against float64 maths.
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tempattn.ops.common.philox import dropout_threshold, philox4x32
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SOURCE = os.path.join(ROOT, "tests", "cpu", "shared_headers_check.cpp")
+COMPILER = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
+@pytest.fixture(scope="module")
+def check_binary(tmp_path_factory):
+    if COMPILER is None:
+        pytest.skip("no C++ compiler (set CXX)")
+    binary = tmp_path_factory.mktemp("shared_headers") / "check"
+    subprocess.run([COMPILER, "-std=c++17", "-O1", "-Wall", "-Werror", "-I", os.path.join(ROOT, "csrc"), SOURCE,
+                    "-o", str(binary)], check=True, capture_output=True, text=True)
+    return str(binary)
+
+
+def _run(binary, *args):
+    result = subprocess.run([binary, *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_tile_ranges_match_brute_force(check_binary):
+    out = _run(check_binary, "band")
+    assert out.startswith("band ok"), out
+    assert int(out.split()[2]) > 100000  # every geometry, row range, key range and tile pair was visited
+
+
+@pytest.mark.parametrize("seed", [0, 12345, 2**63 - 1, 2**64 - 1, 0xDEADBEEF00C0FFEE])
+def test_philox_matches_the_python_definition(check_binary, seed):
+    B, H, Tq, Tk = 2, 3, 5, 7
+    words = [int(w) for w in _run(check_binary, "philox", B, H, Tq, Tk, seed).split()]
+    idx = [torch.arange(n, dtype=torch.int64) for n in (B, H, Tq, Tk)]
+    b, h, i, j = torch.meshgrid(*idx, indexing="ij")
+    want, _, _, _ = philox4x32(j, i, h, b, seed)
+    assert words == want.flatten().tolist()
+
+
+@pytest.mark.parametrize("p", [0.0, 1e-9, 0.1, 0.5, 0.999999999, 1 - 2**-40])
+def test_dropout_threshold_matches(check_binary, p):
+    assert int(_run(check_binary, "threshold", repr(p))) == dropout_threshold(p)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-8, 0.5])
+def test_decay_mixture_matches_float64_maths(check_binary, eps):
+    logits = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    log_gamma = torch.tensor([-0.05, -0.7, -3.0], dtype=torch.float64)
+    deltas = torch.tensor([-2.0, 0.0, 1.0, 3.5, 40.0, 1e4], dtype=torch.float64)
+    out = _run(check_binary, "decay", repr(eps), 3, *[repr(x) for x in logits.tolist() + log_gamma.tolist()],
+               *[repr(d) for d in deltas.tolist()])
+    got = torch.tensor([[float(x) for x in line.split()] for line in out.splitlines()], dtype=torch.float64)
+    delta = deltas.clamp(min=0)[:, None]
+    terms = torch.log_softmax(logits, 0)[None, :] + log_gamma[None, :] * delta
+    mix = torch.logsumexp(terms, 1)
+    m = torch.logaddexp(mix, torch.tensor(eps, dtype=torch.float64).log()) if eps > 0 else mix
+    torch.testing.assert_close(got[:, 0], m, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(got[:, 1:], torch.exp(terms - m[:, None]), rtol=1e-12, atol=1e-14)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))

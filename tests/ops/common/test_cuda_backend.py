@@ -1,0 +1,105 @@
+"""The CUDA extension kernels (backend "cuda") against the float64 oracle and the Triton kernels.
+
+These run on a GPU only (`.ci/gpu-check` runs them, `-k cuda`); here they are collected and skip.
+The backend-parametrised suite covers "cuda" through its cuda-cuda target besides; this file adds what
+is specific to the CUDA kernels: every head-dim bucket (64 / 128 / 256, D != Dv), windows and
+timestamps on the tile-skipping paths, the dropout keep mask bit for bit (against
+tempattn.testing.dropout_keep_mask through the oracle, and against Triton's output), and bitwise
+reproducible gradients (no float atomics).
+"""
+import pytest
+import torch
+
+import tempattn
+from tests.ops.cases import DIFFERENTIABLE, Case, call, gradients, loss_weights, make_inputs, oracle, scalar_loss
+
+CUDA_READY = torch.cuda.is_available() and tempattn.backends()["cuda"]["available"]
+TRITON_READY = torch.cuda.is_available() and tempattn.backends()["triton"]["available"]
+pytestmark = pytest.mark.skipif(not CUDA_READY, reason=tempattn.backends()["cuda"]["reason"] or "no CUDA device")
+
+CASES = [
+    Case("masked_sdpa", causal=False, Tq=37, Tk=70, D=64, Dv=64, mask="padding", key_bias="3d"),
+    Case("masked_sdpa", causal=True, Tq=50, Tk=83, D=128, Dv=40, mask="empty_sequence"),
+    Case("masked_sdpa", causal=True, Tq=33, Tk=33, D=256, Dv=256, key_bias="2d"),
+    Case("relpos_attention", Tq=45, Tk=77, D=32, Dv=32, window=9, mask="valid", key_bias="3d"),
+    Case("relpos_attention", Tq=64, Tk=64, D=96, Dv=160, window=None, R=12),
+    Case("decay_attention", Tq=40, Tk=72, D=64, Dv=64, S=3, mask="padding"),
+    Case("decay_attention", Tq=41, Tk=41, D=128, Dv=128, S=2, times=True, window=17, eps=0.0),
+]
+
+
+@pytest.fixture(autouse=True)
+def on_cuda():
+    """The oracle and the cotangents build their tensors on the default device (conftest restores it)."""
+    torch.set_default_device("cuda")
+
+
+# Mean-absolute-error bounds of the kernels against the float64 oracle (the inputs are O(1)).
+TOLERANCE = {torch.float32: 2e-5, torch.float16: 3e-3, torch.bfloat16: 2.5e-2}
+
+
+def _run(case, x, backend, seed=1234):
+    out, lse = call(case, x, backend, seed=seed)
+    w_out, w_lse = loss_weights(out, lse)
+    grads = gradients(case, x, scalar_loss(out, lse, w_out.to(out.device), w_lse.to(out.device)))
+    return out, lse, grads, (w_out, w_lse)
+
+
+def _close(got, want, dtype, what):
+    got, want = got.double(), want.double()
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want)), f"{what}: non-finite entries differ"
+    finite = torch.isfinite(want)
+    err = (got[finite] - want[finite]).abs().mean().item() if finite.any() else 0.0
+    scale = max(want[finite].abs().mean().item(), 1.0) if finite.any() else 1.0
+    assert err <= TOLERANCE[dtype] * scale, f"{what}: mean abs error {err:.3g} > {TOLERANCE[dtype] * scale:.3g}"
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cuda_matches_the_float64_oracle(case, dtype, dropout_p):
+    case = case.with_(dropout_p=dropout_p)
+    x = make_inputs(case, dtype=dtype, device="cuda")
+    out, lse, grads, (w_out, w_lse) = _run(case, x, "cuda")
+    ref = {n: t.detach().double().requires_grad_(t.requires_grad) if t.is_floating_point() else t for n, t in x.items()}
+    want_out, want_lse = oracle(case, ref, seed=1234)
+    want_grads = gradients(case, ref, scalar_loss(want_out, want_lse, w_out.to("cuda"), w_lse.to("cuda")))
+    _close(out, want_out, dtype, "out")
+    _close(lse, want_lse, torch.float32, "lse")
+    for name in grads:
+        _close(grads[name], want_grads[name], dtype, f"d{name}")
+
+
+@pytest.mark.skipif(not TRITON_READY, reason="triton is not available on this GPU")
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cuda_matches_triton_with_the_same_dropout_mask(case):
+    case = case.with_(dropout_p=0.25)
+    x = make_inputs(case, dtype=torch.float32, device="cuda")
+    out_c, lse_c, grads_c, _ = _run(case, x, "cuda", seed=987654321)
+    out_t, lse_t, grads_t, _ = _run(case, x, "triton", seed=987654321)
+    # One differing keep decision moves an output by a whole probability: far above these bounds.
+    torch.testing.assert_close(out_c, out_t, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(lse_c, lse_t, rtol=1e-5, atol=1e-5)
+    for name in grads_c:
+        torch.testing.assert_close(grads_c[name], grads_t[name], rtol=1e-3, atol=1e-4, msg=f"d{name}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cuda_gradients_are_bitwise_reproducible(case):
+    case = case.with_(dropout_p=0.1, key_bias="3d")
+    x = make_inputs(case, dtype=torch.bfloat16, device="cuda")
+    first, second = _run(case, x, "cuda"), _run(case, x, "cuda")
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    for name in DIFFERENTIABLE[case.op]:
+        if name in first[2]:
+            assert torch.equal(first[2][name], second[2][name]), f"d{name} differs between two runs"
+
+
+def test_auto_keeps_triton_until_the_cuda_kernels_are_validated_here():
+    from tempattn import _dispatch
+    q = torch.randn(1, 1, 4, 8, device="cuda")
+    for op in ("masked_sdpa", "relpos_attention", "decay_attention"):
+        chosen = _dispatch._resolve(op, "auto", q.device)
+        assert chosen == ("cuda" if _dispatch.cuda_validated(op, q.device) else "triton")
+    note = tempattn.backends()["cuda"]["note"]
+    assert "validated" in note
