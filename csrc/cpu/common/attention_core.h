@@ -644,6 +644,11 @@ void reduce_chunks(const AttentionInputs<scalar_t, acc_t>& in, const KeyChunks& 
   const auto& g = in.geo;
   std::vector<acc_t> row(ld_d);
   for (int64_t i = 0; i < g.Tq; ++i) {
+    if (chunks.count == 1 && chunks.i_lo(0) <= i && i < chunks.i_hi(0)) {  // one partial: stored as it is
+      store_row(dq_partials + (bh * chunks.dq_rows() + i - chunks.i_lo(0)) * ld_d, g.D, in.scale,
+                grads.dq + (bh * g.Tq + i) * g.D);
+      continue;
+    }
     std::fill(row.begin(), row.end(), acc_t(0));
     for (int64_t c = 0; c < chunks.count; ++c)
       if (chunks.i_lo(c) <= i && i < chunks.i_hi(c))
@@ -675,7 +680,12 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
         backward_chunk(in, bw, mod, validity, bh, chunks.k0(c), chunks.k1(c), chunks.i_lo(c), chunks.i_hi(c), sc,
                        grads, dq_partials.data() + (bh * chunks.dq_rows() + chunks.dq_offsets[c]) * ld_d,
                        mod_chunk_partials.data() + (bh * chunks.count + c) * grad_size);
+        // A head of one chunk has all its partials now: reduced in the same task, which saves short
+        // sequences (T <= 256) a second pass through the thread pool.
+        if (chunks.count == 1)
+          reduce_chunks(in, chunks, bh, ld_d, dq_partials.data(), mod_chunk_partials.data(), grad_size, grads);
       });
+  if (chunks.count == 1) return;
   at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh)
       reduce_chunks(in, chunks, bh, ld_d, dq_partials.data(), mod_chunk_partials.data(), grad_size, grads);

@@ -175,7 +175,10 @@ def _autograd_parts(op: AttentionOp):
             raise RuntimeError(f"{op.name}: backend {backend!r} has no double backward (create_graph=True); "
                                "hint: use backend='reference' for higher-order gradients")
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
-        grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse.contiguous()
+        if grad_lse is not None:
+            grad_lse = grad_lse.contiguous()
+        elif backend == "reference" or not _eager(tensors):
+            grad_lse = torch.zeros_like(lse)  # else an unused lse (the usual case) costs no zeros to subtract
         if backend == "reference" or _eager(tensors):
             grads = relay_backward(op, grad_out, grad_lse, out, lse, tensors, config, backend)
         else:
@@ -195,6 +198,7 @@ def _eager_function(op: AttentionOp, setup_context, backward) -> type:
     """
     def forward(ctx, *args):
         tensors, config, backend = _split(op, args)
+        ctx.set_materialize_grads(False)  # the backward zero-fills what it needs, and skips an unused lse
         output = relay_forward(op, tensors, config, backend)
         setup_context(ctx, args, output)
         return output
