@@ -79,18 +79,28 @@ void check_window(const char* op, std::optional<int64_t> window) {
   TORCH_CHECK(!window || *window >= 0, op, ": `window` must be >= 0 or None, got ", *window);
 }
 
-void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
-                    const at::Tensor& q, const at::Tensor& v) {
+void check_output_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q,
+                       const at::Tensor& v) {
   const std::vector<int64_t> out_shape{q.size(0), q.size(1), q.size(2), v.size(3)};
-  check_cuda(op, "grad_out", grad_out, q);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(out_shape), op, ": `grad_out` must have shape (B, H, Tq, Dv) = ",
-              at::IntArrayRef(out_shape), ", got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == q.scalar_type(), op, ": `grad_out` must have q's dtype ", q.scalar_type(),
-              ", got ", grad_out.scalar_type());
-  TORCH_CHECK(grad_out.stride(3) == 1, op, ": `grad_out` must be contiguous in the last dim, got strides ",
-              grad_out.strides());
-  check_exact(op, "delta", delta, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
+  check_cuda(op, name, t, q);
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(out_shape), op, ": `", name, "` must have shape (B, H, Tq, Dv) = ",
+              at::IntArrayRef(out_shape), ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == q.scalar_type(), op, ": `", name, "` must have q's dtype ", q.scalar_type(),
+              ", got ", t.scalar_type());
+  TORCH_CHECK(t.stride(3) == 1, op, ": `", name, "` must be contiguous in the last dim, got strides ", t.strides());
+}
+
+// Checks the backward's inputs; returns delta = rowsum(dO * O) - dlse (float32, (B, H, Tq)), the
+// per-row term of dS = P * (dP - delta) (the CPU kernels fuse it into their loop over dO rows).
+at::Tensor backward_delta(const char* op, const at::Tensor& grad_out, const at::Tensor& out,
+                          const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse, const at::Tensor& q,
+                          const at::Tensor& v) {
+  check_output_like(op, "grad_out", grad_out, q, v);
+  check_output_like(op, "out", out, q, v);
+  if (grad_lse) check_exact(op, "grad_lse", *grad_lse, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
   check_exact(op, "lse", lse, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
+  at::Tensor delta = at::linalg_vecdot(grad_out.to(at::kFloat), out.to(at::kFloat));
+  return (grad_lse ? delta - *grad_lse : delta).contiguous();
 }
 
 // ------------------------------------------------------------------------------------ launch
@@ -243,14 +253,15 @@ std::tuple<at::Tensor, at::Tensor> masked_sdpa_fwd(const at::Tensor& q, const at
   return run_forward({q, k, v, key_valid, key_bias, causal, std::nullopt, dropout_p, seed, scale}, ModParams{});
 }
 
-std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                        const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                         const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         const std::optional<at::Tensor>& key_valid,
                                         const std::optional<at::Tensor>& key_bias, bool causal, double dropout_p,
                                         int64_t seed, double scale) {
   const char* op = "masked_sdpa_bwd";
   check_common(op, q, k, v, key_valid, key_bias, causal, dropout_p);
-  check_backward(op, grad_out, delta, lse, q, v);
+  const at::Tensor delta = backward_delta(op, grad_out, out, grad_lse, lse, q, v);
   const Call call{q, k, v, key_valid, key_bias, causal, std::nullopt, dropout_p, seed, scale};
   return run_backward(call, grad_out, delta, lse, ModParams{}).with({});
 }
@@ -282,14 +293,15 @@ std::tuple<at::Tensor, at::Tensor> relpos_attention_fwd(const at::Tensor& q, con
 }
 
 // [dq, dk, dv, drel_bias] + [dkey_bias].
-std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                             const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                              const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& rel_bias, const std::optional<at::Tensor>& key_valid,
                                              const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
                                              double dropout_p, int64_t seed, double scale) {
   const char* op = "relpos_attention_bwd";
   check_common(op, q, k, v, key_valid, key_bias, /*causal=*/true, dropout_p);
-  check_backward(op, grad_out, delta, lse, q, v);
+  const at::Tensor delta = backward_delta(op, grad_out, out, grad_lse, lse, q, v);
   ModParams mod = relpos_mod(op, q, rel_bias, window);
   const at::Tensor band = zero_partials(q, mod.R);
   mod.partial0 = band.mutable_data_ptr<float>();
@@ -340,7 +352,8 @@ std::tuple<at::Tensor, at::Tensor> decay_attention_fwd(const at::Tensor& q, cons
 
 // [dq, dk, dv, dlog_gamma, dalpha_logits] + [dkey_bias]: dlog_gamma = sum dS r Delta;
 // dalpha_s = A_s - a_s * sum_s' A_s' with A_s = sum dS r_s (the chain rule through log_softmax).
-std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                            const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                             const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
                                             const std::optional<at::Tensor>& times,
@@ -350,7 +363,7 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
   const char* op = "decay_attention_bwd";
   check_common(op, q, k, v, key_valid, key_bias, /*causal=*/true, dropout_p);
   check_decay_tensors(op, q, k, log_gamma, alpha_logits, times);
-  check_backward(op, grad_out, delta, lse, q, v);
+  const at::Tensor delta = backward_delta(op, grad_out, out, grad_lse, lse, q, v);
   const at::Tensor log_a = at::log_softmax(alpha_logits, -1).contiguous();
   ModParams mod = decay_mod(op, log_gamma, times, window, eps, log_a);
   const at::Tensor d_log_a = zero_partials(q, mod.S), d_log_gamma = zero_partials(q, mod.S);

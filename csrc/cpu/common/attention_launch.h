@@ -120,8 +120,9 @@ std::tuple<at::Tensor, at::Tensor> rerun_row_stats(const AttentionCall& c, const
 }
 
 template <typename MakeMod>
-BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, const at::Tensor& delta,
-                            const at::Tensor& lse, const MakeMod& make_mod) {
+BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, const at::Tensor& out,
+                            const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
+                            const MakeMod& make_mod) {
   const at::Tensor& q = c.q;
   BackwardResult r;
   r.dq = cached_empty(q.sizes(), q.options());
@@ -132,7 +133,8 @@ BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, 
     using acc_t = at::opmath_type<scalar_t>;
     const auto mod = make_mod(AccTag<acc_t>{});
     r.mod_partials = cached_empty({q.size(0), q.size(1), mod.grad_size()}, q.options().dtype(at::kDouble));
-    BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), delta.const_data_ptr<acc_t>(),
+    BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), row_view<scalar_t>(out),
+                                       grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr,
                                        lse.const_data_ptr<acc_t>()};
     at::Tensor row_max, row_inv_sum;  // kept alive through the backward
     if (lse_too_coarse(lse.const_data_ptr<acc_t>(), lse.numel())) {

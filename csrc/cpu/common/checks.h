@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <array>
 #include <optional>
 #include <string>
 
@@ -73,18 +74,25 @@ inline void check_dropout(const char* op, double dropout_p) {
 }
 
 // grad_out (B, H, Tq, Dv) in q's dtype, last dim stride 1; delta and lse (B, H, Tq) in the accumulation dtype.
-inline void check_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& delta,
-                                const at::Tensor& lse, const at::Tensor& q, const at::Tensor& v) {
-  check_cpu(op, "grad_out", grad_out);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({q.size(0), q.size(1), q.size(2), v.size(3)}), op,
-              ": `grad_out` must have shape (B, H, Tq, Dv) = ", at::IntArrayRef({q.size(0), q.size(1), q.size(2), v.size(3)}),
-              ", got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == q.scalar_type(), op, ": `grad_out` must have q's dtype ", q.scalar_type(),
-              ", got ", grad_out.scalar_type());
-  TORCH_CHECK(grad_out.stride(3) == 1, op, ": `grad_out` must be contiguous in the last dim, got strides ",
-              grad_out.strides());
+// An output-shaped (B, H, Tq, Dv) tensor in q's dtype with unit stride in its last dim: grad_out, out.
+inline void check_output_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q,
+                              const at::Tensor& v) {
+  check_cpu(op, name, t);
+  const std::array<int64_t, 4> shape{q.size(0), q.size(1), q.size(2), v.size(3)};
+  TORCH_CHECK(t.sizes() == at::IntArrayRef(shape), op, ": `", name, "` must have shape (B, H, Tq, Dv) = ",
+              at::IntArrayRef(shape), ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == q.scalar_type(), op, ": `", name, "` must have q's dtype ", q.scalar_type(),
+              ", got ", t.scalar_type());
+  TORCH_CHECK(t.stride(3) == 1, op, ": `", name, "` must be contiguous in the last dim, got strides ", t.strides());
+}
+
+inline void check_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& out,
+                                const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
+                                const at::Tensor& q, const at::Tensor& v) {
+  check_output_like(op, "grad_out", grad_out, q, v);
+  check_output_like(op, "out", out, q, v);
   const at::ScalarType acc = accumulate_dtype(q.scalar_type());
-  check_exact(op, "delta", delta, {q.size(0), q.size(1), q.size(2)}, acc);
+  check_optional(op, "grad_lse", grad_lse, {q.size(0), q.size(1), q.size(2)}, acc);
   check_exact(op, "lse", lse, {q.size(0), q.size(1), q.size(2)}, acc);
 }
 
