@@ -222,6 +222,10 @@ Grads run_backward(const Call& c, const at::Tensor& grad_out, const at::Tensor& 
   bw.grad_out = rows_of(grad_out);
   bw.delta = delta.const_data_ptr<float>();
   bw.lse = lse.const_data_ptr<float>();
+  // Written by the backward's prepass (simt.cuh): no host sync decides which rows need it.
+  const at::Tensor row_shift = at::empty_like(lse), row_inv_sum = at::empty_like(lse);
+  bw.row_shift = row_shift.mutable_data_ptr<float>();
+  bw.row_inv_sum = row_inv_sum.mutable_data_ptr<float>();
   bw.dq = g.dq.mutable_data_ptr();
   bw.dk = g.dk.mutable_data_ptr();
   bw.dv = g.dv.mutable_data_ptr();

@@ -4,6 +4,7 @@ The CPU kernels include these headers, so the CPU suite tests them through the o
 each rule is pinned on its own: the tile ranges against a brute-force enumeration of admissible
 pairs, Philox against tempattn's Python definition, and the decay mixture against float64 maths.
 """
+import math
 import os
 import shutil
 import subprocess
@@ -70,6 +71,29 @@ def test_decay_mixture_matches_float64_maths(check_binary, eps):
     m = torch.logaddexp(mix, torch.tensor(eps, dtype=torch.float64).log()) if eps > 0 else mix
     torch.testing.assert_close(got[:, 0], m, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(got[:, 1:], torch.exp(terms - m[:, None]), rtol=1e-12, atol=1e-14)
+
+
+# (lse, row max, row sum, s) -> coarse? The float32 limit is 2^10 on |lse|; inf, -inf (the empty
+# row) and NaN are never coarse.
+@pytest.mark.parametrize("lse,coarse", [(3.0, False), (-1023.9, False), (1024.0, True), (-1024.0, True),
+                                        (-1e9, True), (5e8, True), (float("inf"), False), (float("-inf"), False),
+                                        (float("nan"), False)])
+def test_backward_row_norm_renormalises_coarse_rows_only(check_binary, lse, coarse):
+    row_max, row_sum, s = lse - 2.0, 4.0, lse - 2.5  # a coarse row's stats: P = exp(-0.5) / 4
+    got = _run(check_binary, "rownorm", repr(lse), repr(row_max), repr(row_sum), repr(s)).split()
+    is_coarse, shift, inv_sum, p = int(got[0]), *map(float.fromhex, got[1:])
+    assert is_coarse == int(coarse)
+    f32 = lambda x: torch.tensor(x, dtype=torch.float32).item()
+    if coarse:
+        assert (shift, inv_sum) == (f32(row_max), 0.25)
+        assert p == pytest.approx(math.exp(f32(s) - f32(row_max)) / 4, rel=1e-6)
+    elif lse == float("-inf"):
+        assert (shift, inv_sum, p) == (lse, 1.0, 0.0)
+    elif not math.isfinite(lse):  # NaN propagates; +inf: exp(inf - inf)
+        assert (math.isnan(shift) or shift == lse) and inv_sum == 1.0 and math.isnan(p)
+    else:
+        assert (shift, inv_sum) == (f32(lse), 1.0)
+        assert p == pytest.approx(math.exp(f32(s) - f32(lse)), rel=1e-6, abs=1e-30)
 
 
 if __name__ == "__main__":

@@ -85,11 +85,15 @@ struct BackwardInputs {
   RowView<const scalar_t> grad_out, out;  // (B, H, Tq, Dv) each
   const acc_t* grad_lse;                   // (B, H, Tq), or nullptr: lse unused
   const acc_t* lse;                        // (B, H, Tq)
-  // Optional (B, H, Tq) row statistics of a forward rerun (RowStats, run_backward): then
-  // P = exp(s - row_max) * row_inv_sum instead of exp(s - lse), for rows whose lse is too large for
-  // its dtype to hold row_max + log(row_sum) (e.g. every key carrying an additive -1e9).
-  const acc_t* row_max = nullptr;
+  // Optional (B, H, Tq) normalisation of each row's P (common::RowNorm), which run_backward fills
+  // when some row's lse is coarse: then P = exp(s - row_shift) * row_inv_sum, else exp(s - lse).
+  const acc_t* row_shift = nullptr;
   const acc_t* row_inv_sum = nullptr;
+
+  common::RowNorm<acc_t> row_norm(int64_t row) const {
+    return row_shift == nullptr ? common::row_norm_from_lse(lse[row])
+                                : common::RowNorm<acc_t>{row_shift[row], row_inv_sum[row]};
+  }
 };
 
 // Where attention_forward also writes each row's running max and sum (both (B, H, Tq), or nullptr).
@@ -580,13 +584,10 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
     std::fill(ds, ds + n, acc_t(0));
     return;
   }
-  if (bw.row_max == nullptr) {
-    exp_shifted_sum(s, n, row_lse);
-  } else {
-    exp_shifted_sum(s, n, bw.row_max[row]);
-    const acc_t inv_sum = bw.row_inv_sum[row];
-    for (int64_t c = 0; c < n; ++c) s[c] *= inv_sum;
-  }
+  const common::RowNorm<acc_t> norm = bw.row_norm(row);
+  exp_shifted_sum(s, n, norm.shift);
+  if (norm.inv_sum != acc_t(1))
+    for (int64_t c = 0; c < n; ++c) s[c] *= norm.inv_sum;
   scores_gradient(in.dropout, b, h, i, j0, n, sc.delta[r], s, ds);
   if (dkey_bias != nullptr) add_row(dkey_bias + j0 + span.lo, ds + span.lo, span.hi - span.lo);
   mod.accumulate_grad(b, h, p, j0 + span.lo, span.hi - span.lo, ds + span.lo, mod_partial);
