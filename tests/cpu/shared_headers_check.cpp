@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/band.h"
+#include "common/mma_layout.h"
 #include "common/philox.h"
 #include "common/score_math.h"
 
@@ -156,6 +157,17 @@ int print_row_norm(int argc, char** argv) {
   return 0;
 }
 
+// mma: per fragment (a, b, c), lane and element, one line "frag lane e row col".
+int print_mma_layout() {
+  using namespace tempattn::common;
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int e = 0; e < 8; ++e) std::printf("a %d %d %d %d\n", lane, e, mma_a_coord(lane, e).row, mma_a_coord(lane, e).col);
+    for (int e = 0; e < 4; ++e) std::printf("b %d %d %d %d\n", lane, e, mma_b_coord(lane, e).row, mma_b_coord(lane, e).col);
+    for (int e = 0; e < 4; ++e) std::printf("c %d %d %d %d\n", lane, e, mma_c_coord(lane, e).row, mma_c_coord(lane, e).col);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -164,9 +176,10 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "threshold") == 0) return print_threshold(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "decay") == 0) return print_decay(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "rownorm") == 0) return print_row_norm(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "mma") == 0) return print_mma_layout();
   std::fprintf(stderr,
                "usage: %s band | philox B H Tq Tk seed | threshold p | decay eps S logits.. log_gamma.. delta.. | "
-               "rownorm lse max sum s\n",
+               "rownorm lse max sum s | mma\n",
                argv[0]);
   return 2;
 }
