@@ -15,6 +15,7 @@
 
 #include "common/band.h"
 #include "common/score_math.h"
+#include "common/tensor_checks.h"
 #include "cuda/common/launch.h"
 
 namespace tempattn::cuda {
@@ -34,18 +35,9 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
               "; hint: use backend='cpu' or 'reference' for float64");
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"q", q}, {"k", k}, {"v", v}}) {
     check_cuda(op, name, t, q);
-    TORCH_CHECK(t.dim() == 4, op, ": `", name, "` must be 4-D (B, H, T, D), got shape ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == dtype, op, ": `", name, "` must have q's dtype ", dtype, ", got ", t.scalar_type());
-    TORCH_CHECK(t.stride(3) == 1, op, ": `", name, "` must be contiguous in the last dim (stride 1), got strides ",
-                t.strides());
-    TORCH_CHECK(t.numel() > 0, op, ": `", name, "` must be non-empty, got shape ", t.sizes());
+    common::check_qkv_layout(op, name, t, dtype);
   }
-  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), op,
-              ": `k` must be (B, H, Tk, D) with q's B, H, D = ", q.size(0), ", ", q.size(1), ", ", q.size(3),
-              ", got shape ", k.sizes());
-  TORCH_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == k.size(2), op,
-              ": `v` must be (B, H, Tk, Dv) with B, H = ", q.size(0), ", ", q.size(1), " and Tk = ", k.size(2),
-              ", got shape ", v.sizes());
+  common::check_kv_shapes(op, q, k, v);
   TORCH_CHECK(q.size(3) <= 256 && v.size(3) <= 256, op, ": head dims must be <= 256, got D = ", q.size(3),
               " and Dv = ", v.size(3));
 }
@@ -54,9 +46,7 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
 void check_exact(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q, at::IntArrayRef shape,
                  at::ScalarType dtype) {
   check_cuda(op, name, t, q);
-  TORCH_CHECK(t.sizes() == shape, op, ": `", name, "` must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": `", name, "` must have dtype ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), op, ": `", name, "` must be contiguous, got strides ", t.strides());
+  common::check_exact_layout(op, name, t, shape, dtype);
 }
 
 void check_optional(const char* op, const char* name, const std::optional<at::Tensor>& t, const at::Tensor& q,
@@ -79,24 +69,15 @@ void check_window(const char* op, std::optional<int64_t> window) {
   TORCH_CHECK(!window || *window >= 0, op, ": `window` must be >= 0 or None, got ", *window);
 }
 
-void check_output_like(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q,
-                       const at::Tensor& v) {
-  const std::vector<int64_t> out_shape{q.size(0), q.size(1), q.size(2), v.size(3)};
-  check_cuda(op, name, t, q);
-  TORCH_CHECK(t.sizes() == at::IntArrayRef(out_shape), op, ": `", name, "` must have shape (B, H, Tq, Dv) = ",
-              at::IntArrayRef(out_shape), ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == q.scalar_type(), op, ": `", name, "` must have q's dtype ", q.scalar_type(),
-              ", got ", t.scalar_type());
-  TORCH_CHECK(t.stride(3) == 1, op, ": `", name, "` must be contiguous in the last dim, got strides ", t.strides());
-}
-
 // Checks the backward's inputs; returns delta = rowsum(dO * O) - dlse (float32, (B, H, Tq)), the
 // per-row term of dS = P * (dP - delta) (the CPU kernels fuse it into their loop over dO rows).
 at::Tensor backward_delta(const char* op, const at::Tensor& grad_out, const at::Tensor& out,
                           const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse, const at::Tensor& q,
                           const at::Tensor& v) {
-  check_output_like(op, "grad_out", grad_out, q, v);
-  check_output_like(op, "out", out, q, v);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out}, {"out", out}}) {
+    check_cuda(op, name, t, q);
+    common::check_output_layout(op, name, t, q, v);
+  }
   if (grad_lse) check_exact(op, "grad_lse", *grad_lse, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
   check_exact(op, "lse", lse, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
   at::Tensor delta = at::linalg_vecdot(grad_out.to(at::kFloat), out.to(at::kFloat));
