@@ -15,7 +15,8 @@ from torch import Tensor
 import tempattn
 from tempattn.bench.anchors import causal_admissible, position_offsets
 from tempattn.bench.cases import FLOOR
-from tempattn.bench.latency import DENSE, PLAIN, LatencyCase, decode_padding, latency_cases
+from tempattn.bench.latency import DENSE, PLAIN, STEP, LatencyCase, decode_padding, latency_cases
+from tempattn.models.common.step_timing import gpcm_step
 
 Fn = Callable[[], object]
 
@@ -115,8 +116,25 @@ def _with_mode(forward: Fn, differentiable: Tuple[Tensor, ...], grad_out: Tensor
     return run
 
 
+def _synchronized(step: Fn, device: str) -> Fn:
+    def run():
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return run
+
+
+def build_model_steps(case: LatencyCase) -> Tuple[Fn, Fn]:
+    """(model, baseline): one training step each on the same batch, with the case's backend."""
+    pair, device = case.pair, case.device
+    return tuple(_synchronized(gpcm_step(name, pair.shape.B, pair.shape.T, device, backend=case.backend), device)
+                 for name in (pair.op, pair.anchor))
+
+
 def build_pair(case: LatencyCase) -> Tuple[Fn, Fn]:
     """(tempattn, anchor): zero-argument callables on the same inputs, each one call in the pair's mode."""
+    if case.pair.scenario == STEP:
+        return build_model_steps(case)
     x = make_inputs(case)
     mode, device = case.pair.mode, case.device
     return (_with_mode(*tempattn_forward(case, x), x.grad_out, mode, device),

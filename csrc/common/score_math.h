@@ -102,10 +102,48 @@ TEMPATTN_HD T softmax_lse(T run_max, T sum) {
 }
 
 // ------------------------------------------------------------------------------- backward
-// P recomputed from the forward's lse: exp(s - lse), 0 for an empty row (lse = -inf).
+// The backward recomputes a row's P as exp(s - shift) * inv_sum. For an ordinary row that is
+// exp(s - lse) from the forward's lse (shift = lse, inv_sum = 1). A row whose lse is "coarse" --
+// finite but so large that its dtype cannot hold row_max + log(row_sum) to about 2^-14, as when
+// every key of the row carries an additive -1e4 / -1e9 or the scale is huge -- would get P off by
+// the rounding of lse (tied keys each P = 1, a factor up to e^32 at |lse| ~ 1e9); it is normalised
+// from a rerun of the forward's row max and sum instead (shift = max, inv_sum = 1 / sum).
 template <typename T>
-TEMPATTN_HD T probability(T s, T lse) {
-  return lse == neg_infinity<T>() ? T(0) : hd_exp(s - lse);
+struct RowNorm {
+  T shift;
+  T inv_sum;
+};
+
+// 2^(mantissa digits - 14): 1024 in float32, 2^39 in float64.
+template <typename T>
+TEMPATTN_HD T coarse_lse_limit() {
+  return sizeof(T) == sizeof(float) ? T(1024.0) : T(549755813888.0);
+}
+// Whether the backward must rerun the row's statistics (a NaN or infinite lse is never coarse:
+// NaN propagates, -inf is the empty row).
+template <typename T>
+TEMPATTN_HD bool lse_is_coarse(T lse) {
+  const T limit = coarse_lse_limit<T>();
+  return (lse >= limit || lse <= -limit) && lse != -neg_infinity<T>() && lse != neg_infinity<T>();
+}
+template <typename T>
+TEMPATTN_HD RowNorm<T> row_norm_from_lse(T lse) {
+  return {lse, T(1)};
+}
+// A coarse row's rerun statistics (its sum is > 0: a coarse lse is finite).
+template <typename T>
+TEMPATTN_HD RowNorm<T> row_norm_from_stats(T row_max, T row_sum) {
+  return {row_max, T(1) / row_sum};
+}
+// The rule: a coarse row's rerun statistics, an ordinary row's lse (row_max, row_sum unused then).
+template <typename T>
+TEMPATTN_HD RowNorm<T> backward_row_norm(T lse, T row_max, T row_sum) {
+  return lse_is_coarse(lse) ? row_norm_from_stats(row_max, row_sum) : row_norm_from_lse(lse);
+}
+// P of a score, 0 for an empty row (shift = lse = -inf).
+template <typename T>
+TEMPATTN_HD T probability(T s, RowNorm<T> norm) {
+  return norm.shift == neg_infinity<T>() ? T(0) : hd_exp(s - norm.shift) * norm.inv_sum;
 }
 // dS = P * (dP * keep - delta), keep the dropout factor of the score (1 without dropout).
 template <typename T>

@@ -50,13 +50,13 @@ TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
       "masked_sdpa_fwd(Tensor q, Tensor k, Tensor v, Tensor? key_valid, Tensor? key_bias, bool causal, "
       "float dropout_p, int seed, float scale) -> (Tensor, Tensor)");
   m.def(
-      "masked_sdpa_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor? key_valid, "
+      "masked_sdpa_bwd(Tensor grad_out, Tensor out, Tensor? grad_lse, Tensor lse, Tensor q, Tensor k, Tensor v, Tensor? key_valid, "
       "Tensor? key_bias, bool causal, float dropout_p, int seed, float scale) -> Tensor[]");
   m.def(
       "relpos_attention_fwd(Tensor q, Tensor k, Tensor v, Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, "
       "int? window, float dropout_p, int seed, float scale) -> (Tensor, Tensor)");
   m.def(
-      "relpos_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
+      "relpos_attention_bwd(Tensor grad_out, Tensor out, Tensor? grad_lse, Tensor lse, Tensor q, Tensor k, Tensor v, "
       "Tensor rel_bias, Tensor? key_valid, Tensor? key_bias, int? window, float dropout_p, int seed, float scale) "
       "-> Tensor[]");
   m.def(
@@ -64,7 +64,7 @@ TORCH_LIBRARY_FRAGMENT(tempattn_C, m) {
       "Tensor? key_valid, Tensor? key_bias, int? window, float eps, float dropout_p, int seed, float scale) "
       "-> (Tensor, Tensor)");
   m.def(
-      "decay_attention_bwd(Tensor grad_out, Tensor delta, Tensor lse, Tensor q, Tensor k, Tensor v, "
+      "decay_attention_bwd(Tensor grad_out, Tensor out, Tensor? grad_lse, Tensor lse, Tensor q, Tensor k, Tensor v, "
       "Tensor log_gamma, Tensor alpha_logits, Tensor? times, Tensor? key_valid, Tensor? key_bias, int? window, "
       "float eps, float dropout_p, int seed, float scale) -> Tensor[]");
 }

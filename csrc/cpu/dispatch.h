@@ -52,7 +52,8 @@ struct MaskedSdpaKernels {
                                             const std::optional<at::Tensor>& key_valid,
                                             const std::optional<at::Tensor>& key_bias, bool causal,
                                             double dropout_p, int64_t seed, double scale);
-  std::vector<at::Tensor> (*bwd)(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+  std::vector<at::Tensor> (*bwd)(const at::Tensor& grad_out, const at::Tensor& out,
+                                 const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                  const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const std::optional<at::Tensor>& key_valid,
                                  const std::optional<at::Tensor>& key_bias, bool causal, double dropout_p,
@@ -65,7 +66,8 @@ struct RelposAttentionKernels {
                                             const std::optional<at::Tensor>& key_bias,
                                             std::optional<int64_t> window, double dropout_p, int64_t seed,
                                             double scale);
-  std::vector<at::Tensor> (*bwd)(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+  std::vector<at::Tensor> (*bwd)(const at::Tensor& grad_out, const at::Tensor& out,
+                                 const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                  const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& rel_bias, const std::optional<at::Tensor>& key_valid,
                                  const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
@@ -80,7 +82,8 @@ struct DecayAttentionKernels {
                                             const std::optional<at::Tensor>& key_bias,
                                             std::optional<int64_t> window, double eps, double dropout_p,
                                             int64_t seed, double scale);
-  std::vector<at::Tensor> (*bwd)(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+  std::vector<at::Tensor> (*bwd)(const at::Tensor& grad_out, const at::Tensor& out,
+                                 const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                  const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
                                  const std::optional<at::Tensor>& times, const std::optional<at::Tensor>& key_valid,

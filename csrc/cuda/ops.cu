@@ -15,6 +15,7 @@
 
 #include "common/band.h"
 #include "common/score_math.h"
+#include "common/tensor_checks.h"
 #include "cuda/common/launch.h"
 
 namespace tempattn::cuda {
@@ -34,18 +35,9 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
               "; hint: use backend='cpu' or 'reference' for float64");
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"q", q}, {"k", k}, {"v", v}}) {
     check_cuda(op, name, t, q);
-    TORCH_CHECK(t.dim() == 4, op, ": `", name, "` must be 4-D (B, H, T, D), got shape ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == dtype, op, ": `", name, "` must have q's dtype ", dtype, ", got ", t.scalar_type());
-    TORCH_CHECK(t.stride(3) == 1, op, ": `", name, "` must be contiguous in the last dim (stride 1), got strides ",
-                t.strides());
-    TORCH_CHECK(t.numel() > 0, op, ": `", name, "` must be non-empty, got shape ", t.sizes());
+    common::check_qkv_layout(op, name, t, dtype);
   }
-  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), op,
-              ": `k` must be (B, H, Tk, D) with q's B, H, D = ", q.size(0), ", ", q.size(1), ", ", q.size(3),
-              ", got shape ", k.sizes());
-  TORCH_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == k.size(2), op,
-              ": `v` must be (B, H, Tk, Dv) with B, H = ", q.size(0), ", ", q.size(1), " and Tk = ", k.size(2),
-              ", got shape ", v.sizes());
+  common::check_kv_shapes(op, q, k, v);
   TORCH_CHECK(q.size(3) <= 256 && v.size(3) <= 256, op, ": head dims must be <= 256, got D = ", q.size(3),
               " and Dv = ", v.size(3));
 }
@@ -54,9 +46,7 @@ void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const a
 void check_exact(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q, at::IntArrayRef shape,
                  at::ScalarType dtype) {
   check_cuda(op, name, t, q);
-  TORCH_CHECK(t.sizes() == shape, op, ": `", name, "` must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": `", name, "` must have dtype ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), op, ": `", name, "` must be contiguous, got strides ", t.strides());
+  common::check_exact_layout(op, name, t, shape, dtype);
 }
 
 void check_optional(const char* op, const char* name, const std::optional<at::Tensor>& t, const at::Tensor& q,
@@ -79,18 +69,19 @@ void check_window(const char* op, std::optional<int64_t> window) {
   TORCH_CHECK(!window || *window >= 0, op, ": `window` must be >= 0 or None, got ", *window);
 }
 
-void check_backward(const char* op, const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
-                    const at::Tensor& q, const at::Tensor& v) {
-  const std::vector<int64_t> out_shape{q.size(0), q.size(1), q.size(2), v.size(3)};
-  check_cuda(op, "grad_out", grad_out, q);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(out_shape), op, ": `grad_out` must have shape (B, H, Tq, Dv) = ",
-              at::IntArrayRef(out_shape), ", got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == q.scalar_type(), op, ": `grad_out` must have q's dtype ", q.scalar_type(),
-              ", got ", grad_out.scalar_type());
-  TORCH_CHECK(grad_out.stride(3) == 1, op, ": `grad_out` must be contiguous in the last dim, got strides ",
-              grad_out.strides());
-  check_exact(op, "delta", delta, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
+// Checks the backward's inputs; returns delta = rowsum(dO * O) - dlse (float32, (B, H, Tq)), the
+// per-row term of dS = P * (dP - delta) (the CPU kernels fuse it into their loop over dO rows).
+at::Tensor backward_delta(const char* op, const at::Tensor& grad_out, const at::Tensor& out,
+                          const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse, const at::Tensor& q,
+                          const at::Tensor& v) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out}, {"out", out}}) {
+    check_cuda(op, name, t, q);
+    common::check_output_layout(op, name, t, q, v);
+  }
+  if (grad_lse) check_exact(op, "grad_lse", *grad_lse, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
   check_exact(op, "lse", lse, q, {q.size(0), q.size(1), q.size(2)}, at::kFloat);
+  at::Tensor delta = at::linalg_vecdot(grad_out.to(at::kFloat), out.to(at::kFloat));
+  return (grad_lse ? delta - *grad_lse : delta).contiguous();
 }
 
 // ------------------------------------------------------------------------------------ launch
@@ -212,6 +203,10 @@ Grads run_backward(const Call& c, const at::Tensor& grad_out, const at::Tensor& 
   bw.grad_out = rows_of(grad_out);
   bw.delta = delta.const_data_ptr<float>();
   bw.lse = lse.const_data_ptr<float>();
+  // Written by the backward's prepass (simt.cuh): no host sync decides which rows need it.
+  const at::Tensor row_shift = at::empty_like(lse), row_inv_sum = at::empty_like(lse);
+  bw.row_shift = row_shift.mutable_data_ptr<float>();
+  bw.row_inv_sum = row_inv_sum.mutable_data_ptr<float>();
   bw.dq = g.dq.mutable_data_ptr();
   bw.dk = g.dk.mutable_data_ptr();
   bw.dv = g.dv.mutable_data_ptr();
@@ -243,14 +238,15 @@ std::tuple<at::Tensor, at::Tensor> masked_sdpa_fwd(const at::Tensor& q, const at
   return run_forward({q, k, v, key_valid, key_bias, causal, std::nullopt, dropout_p, seed, scale}, ModParams{});
 }
 
-std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                        const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                         const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         const std::optional<at::Tensor>& key_valid,
                                         const std::optional<at::Tensor>& key_bias, bool causal, double dropout_p,
                                         int64_t seed, double scale) {
   const char* op = "masked_sdpa_bwd";
   check_common(op, q, k, v, key_valid, key_bias, causal, dropout_p);
-  check_backward(op, grad_out, delta, lse, q, v);
+  const at::Tensor delta = backward_delta(op, grad_out, out, grad_lse, lse, q, v);
   const Call call{q, k, v, key_valid, key_bias, causal, std::nullopt, dropout_p, seed, scale};
   return run_backward(call, grad_out, delta, lse, ModParams{}).with({});
 }
@@ -282,14 +278,15 @@ std::tuple<at::Tensor, at::Tensor> relpos_attention_fwd(const at::Tensor& q, con
 }
 
 // [dq, dk, dv, drel_bias] + [dkey_bias].
-std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                             const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                              const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& rel_bias, const std::optional<at::Tensor>& key_valid,
                                              const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
                                              double dropout_p, int64_t seed, double scale) {
   const char* op = "relpos_attention_bwd";
   check_common(op, q, k, v, key_valid, key_bias, /*causal=*/true, dropout_p);
-  check_backward(op, grad_out, delta, lse, q, v);
+  const at::Tensor delta = backward_delta(op, grad_out, out, grad_lse, lse, q, v);
   ModParams mod = relpos_mod(op, q, rel_bias, window);
   const at::Tensor band = zero_partials(q, mod.R);
   mod.partial0 = band.mutable_data_ptr<float>();
@@ -340,7 +337,8 @@ std::tuple<at::Tensor, at::Tensor> decay_attention_fwd(const at::Tensor& q, cons
 
 // [dq, dk, dv, dlog_gamma, dalpha_logits] + [dkey_bias]: dlog_gamma = sum dS r Delta;
 // dalpha_s = A_s - a_s * sum_s' A_s' with A_s = sum dS r_s (the chain rule through log_softmax).
-std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                            const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                             const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
                                             const std::optional<at::Tensor>& times,
@@ -350,7 +348,7 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
   const char* op = "decay_attention_bwd";
   check_common(op, q, k, v, key_valid, key_bias, /*causal=*/true, dropout_p);
   check_decay_tensors(op, q, k, log_gamma, alpha_logits, times);
-  check_backward(op, grad_out, delta, lse, q, v);
+  const at::Tensor delta = backward_delta(op, grad_out, out, grad_lse, lse, q, v);
   const at::Tensor log_a = at::log_softmax(alpha_logits, -1).contiguous();
   ModParams mod = decay_mod(op, log_gamma, times, window, eps, log_a);
   const at::Tensor d_log_a = zero_partials(q, mod.S), d_log_gamma = zero_partials(q, mod.S);

@@ -24,6 +24,10 @@ Scenarios (fp32):
   ``key_padding_mask`` (left padding, see :func:`decode_padding`) against SDPA with the same
   padding as a bool ``attn_mask`` of shape (B, 1, 1, Tk), True = attend (``sdpa_dense``), fwd under
   no_grad; target <= 1.0x.
+- ``step`` -- one training step of the ``gpcm`` model family (B=32, T=28, lengths 14..28, default
+  sizes: H=4, head dim 8; zero_grad, forward, masked NLL, backward, clipping, AdamW:
+  ``tempattn.models.common.step_timing.gpcm_step``) against the same step of its plain-attention
+  baseline ``attention_gpcm``, both models built with the case's backend; target <= 1.2x.
 
 Timing rule: separate timing loops drift by up to 2x on a shared machine, so the two callables of
 a pair are timed alternately, one call each per round, for many rounds (the order swapped every
@@ -53,9 +57,10 @@ PROBE_ROUNDS = 5
 WARM_UP_FRACTION = 0.1
 PERCENTILES = (20, 50, 80)
 
-CALL, KT, DECODE = "call", "kt", "decode"
-SCENARIO_TITLES = {CALL: "per call", KT: "knowledge tracing", DECODE: "decoding step"}
-MODE_TEXT = {"fwd": "fwd, grad off", "fwd+grad": "fwd, grad on", "fwd+bwd": "fwd+bwd"}
+CALL, KT, DECODE, STEP = "call", "kt", "decode", "step"
+SCENARIO_TITLES = {CALL: "per call", KT: "knowledge tracing", DECODE: "decoding step", STEP: "model step"}
+TRAIN = "train"  # the mode of a model-step pair: one optimiser step
+MODE_TEXT = {"fwd": "fwd, grad off", "fwd+grad": "fwd, grad on", "fwd+bwd": "fwd+bwd", TRAIN: "training step"}
 
 # (op, mode, B, H, Tq, T, D, W, S): identifies a pair's result rows (with device and provider)
 LatencyKey = Tuple[str, str, int, int, int, int, int, Optional[int], Optional[int]]
@@ -78,6 +83,7 @@ CALL_SHAPE = Shape(B=1, H=1, Tq=1, T=4, D=16)
 KT_SHAPE = Shape(B=32, H=4, Tq=28, T=28, D=16)
 DECODE_SHAPES = (Shape(B=1, H=8, Tq=1, T=1024, D=64), Shape(B=4, H=8, Tq=1, T=1024, D=64))
 DECODE_PADDED_FRACTION = 0.1
+GPCM_STEP_SHAPE = Shape(B=32, H=4, Tq=28, T=28, D=8)  # gpcm's defaults: embed_dim 32, 4 heads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,12 +115,16 @@ class Pair:
         return self.scenario != DECODE
 
     def op_label(self) -> str:
+        if self.scenario == STEP:
+            return f"{self.op} model"
         if self.op == "masked_sdpa":
             return "masked_sdpa with key_padding_mask" if self.padded else "masked_sdpa causal"
         parts = [self.op] + [f"{name}={value}" for name, value in (("W", self.W), ("S", self.S)) if value is not None]
         return " ".join(parts)
 
     def anchor_label(self) -> str:
+        if self.scenario == STEP:
+            return f"its plain-attention baseline {self.anchor}"
         if self.anchor == PLAIN:
             return "plain SDPA"
         if self.anchor == FLOOR:
@@ -140,7 +150,8 @@ def _pairs() -> List[Pair]:
             kt.append(Pair(KT, op, mode, DENSE if dense else FLOOR, KT_SHAPE, 1.0, W, S,
                            exact=dense or op == "masked_sdpa"))
     decode = [Pair(DECODE, "masked_sdpa", "fwd", DENSE, shape, 1.0, padded=True, exact=True) for shape in DECODE_SHAPES]
-    return call + kt + decode
+    step = [Pair(STEP, "gpcm", TRAIN, "attention_gpcm", GPCM_STEP_SHAPE, 1.2)]
+    return call + kt + decode + step
 
 
 PAIRS = _pairs()

@@ -94,8 +94,9 @@ def test_measure_pair_probes_warms_up_then_reports_percentiles_per_side_in_secon
 
 
 def test_pairs_cover_every_target_of_the_issue():
-    by_scenario = {s: [p for p in latency.PAIRS if p.scenario == s] for s in (latency.CALL, latency.KT, latency.DECODE)}
-    assert sum(map(len, by_scenario.values())) == len(latency.PAIRS) == 14
+    scenarios = (latency.CALL, latency.KT, latency.DECODE, latency.STEP)
+    by_scenario = {s: [p for p in latency.PAIRS if p.scenario == s] for s in scenarios}
+    assert sum(map(len, by_scenario.values())) == len(latency.PAIRS) == 15
     ops = {"masked_sdpa", "relpos_attention", "decay_attention"}
     call = by_scenario[latency.CALL]
     assert {(p.op, p.mode) for p in call} == {(op, m) for op in ops for m in ("fwd", "fwd+grad")}
@@ -108,7 +109,10 @@ def test_pairs_cover_every_target_of_the_issue():
     decode = by_scenario[latency.DECODE]
     assert sorted(p.shape.B for p in decode) == [1, 4]
     assert all(p.padded and p.anchor == latency.DENSE and p.mode == "fwd" and p.max_ratio == 1.0 for p in decode)
-    assert len({p.key for p in latency.PAIRS}) == len({p.description for p in latency.PAIRS}) == 14
+    (step,) = by_scenario[latency.STEP]
+    assert (step.op, step.anchor, step.mode, step.max_ratio) == ("gpcm", "attention_gpcm", latency.TRAIN, 1.2)
+    assert (step.shape.B, step.shape.T) == (32, 28)
+    assert len({p.key for p in latency.PAIRS}) == len({p.description for p in latency.PAIRS}) == 15
     relpos, decay = (next(p for p in call if p.op == op) for op in ("relpos_attention", "decay_attention"))
     assert (relpos.W, decay.S) == (5, 3)
 
@@ -287,7 +291,7 @@ def test_exact_anchors_compute_the_same_attention(case):
         torch.testing.assert_close(got, want, rtol=2e-4, atol=2e-5)
 
 
-@pytest.mark.parametrize("case", CPU_CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [c for c in CPU_CASES if c.pair.scenario != latency.STEP], ids=lambda c: c.id)
 def test_both_sides_run_in_the_pair_mode_on_the_same_inputs(case):
     if latency.unsupported_reason(case):
         pytest.skip(latency.unsupported_reason(case))
@@ -301,3 +305,25 @@ def test_both_sides_run_in_the_pair_mode_on_the_same_inputs(case):
         else:
             assert result.shape == (s.B, s.H, s.Tq, s.D)
             assert result.requires_grad == (case.pair.mode == "fwd+grad")
+
+
+@pytest.mark.parametrize("case", [c for c in CPU_CASES if c.pair.scenario == latency.STEP], ids=lambda c: c.id)
+def test_model_step_pairs_train_both_models_on_the_case_backend(case, monkeypatch):
+    if latency.unsupported_reason(case):
+        pytest.skip(latency.unsupported_reason(case))
+    models = []
+    import tempattn.models as models_package
+    create = models_package.create_model
+
+    def recording_create(name, **kw):
+        model = create(name, **kw)
+        models.append((name, kw.get("backend"), model))
+        return model
+    monkeypatch.setattr(models_package, "create_model", recording_create)
+    model_step, baseline_step = SUITE_MODULE.build_pair(case)
+    assert [(name, backend) for name, backend, _ in models] == [("gpcm", case.backend),
+                                                                ("attention_gpcm", case.backend)]
+    for (_, _, model), step in zip(models, (model_step, baseline_step)):
+        before = [p.detach().clone() for p in model.parameters()]
+        step()
+        assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/band.h"
+#include "common/mma_layout.h"
 #include "common/philox.h"
 #include "common/score_math.h"
 
@@ -145,6 +146,28 @@ int print_decay(int argc, char** argv) {
   return 0;
 }
 
+// rownorm lse row_max row_sum s: in float32, "coarse shift inv_sum P" of the backward's row rule (floats in %a).
+int print_row_norm(int argc, char** argv) {
+  if (argc != 6) return 2;
+  float x[4];
+  for (int k = 0; k < 4; ++k) x[k] = std::strtof(argv[2 + k], nullptr);
+  const auto norm = tempattn::common::backward_row_norm(x[0], x[1], x[2]);
+  std::printf("%d %a %a %a\n", tempattn::common::lse_is_coarse(x[0]) ? 1 : 0, norm.shift, norm.inv_sum,
+              tempattn::common::probability(x[3], norm));
+  return 0;
+}
+
+// mma: per fragment (a, b, c), lane and element, one line "frag lane e row col".
+int print_mma_layout() {
+  using namespace tempattn::common;
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int e = 0; e < 8; ++e) std::printf("a %d %d %d %d\n", lane, e, mma_a_coord(lane, e).row, mma_a_coord(lane, e).col);
+    for (int e = 0; e < 4; ++e) std::printf("b %d %d %d %d\n", lane, e, mma_b_coord(lane, e).row, mma_b_coord(lane, e).col);
+    for (int e = 0; e < 4; ++e) std::printf("c %d %d %d %d\n", lane, e, mma_c_coord(lane, e).row, mma_c_coord(lane, e).col);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -152,7 +175,11 @@ int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "philox") == 0) return print_philox(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "threshold") == 0) return print_threshold(argc, argv);
   if (argc >= 2 && std::strcmp(argv[1], "decay") == 0) return print_decay(argc, argv);
-  std::fprintf(stderr, "usage: %s band | philox B H Tq Tk seed | threshold p | decay eps S logits.. log_gamma.. delta..\n",
+  if (argc >= 2 && std::strcmp(argv[1], "rownorm") == 0) return print_row_norm(argc, argv);
+  if (argc >= 2 && std::strcmp(argv[1], "mma") == 0) return print_mma_layout();
+  std::fprintf(stderr,
+               "usage: %s band | philox B H Tq Tk seed | threshold p | decay eps S logits.. log_gamma.. delta.. | "
+               "rownorm lse max sum s | mma\n",
                argv[0]);
   return 2;
 }

@@ -82,14 +82,18 @@ struct AttentionInputs {
 
 template <typename scalar_t, typename acc_t>
 struct BackwardInputs {
-  RowView<const scalar_t> grad_out;
-  const acc_t* delta;  // (B, H, Tq): rowsum(dO * O) - dlse
-  const acc_t* lse;    // (B, H, Tq)
-  // Optional (B, H, Tq) row statistics of a forward rerun (RowStats, run_backward): then
-  // P = exp(s - row_max) * row_inv_sum instead of exp(s - lse), for rows whose lse is too large for
-  // its dtype to hold row_max + log(row_sum) (e.g. every key carrying an additive -1e9).
-  const acc_t* row_max = nullptr;
+  RowView<const scalar_t> grad_out, out;  // (B, H, Tq, Dv) each
+  const acc_t* grad_lse;                   // (B, H, Tq), or nullptr: lse unused
+  const acc_t* lse;                        // (B, H, Tq)
+  // Optional (B, H, Tq) normalisation of each row's P (common::RowNorm), which run_backward fills
+  // when some row's lse is coarse: then P = exp(s - row_shift) * row_inv_sum, else exp(s - lse).
+  const acc_t* row_shift = nullptr;
   const acc_t* row_inv_sum = nullptr;
+
+  common::RowNorm<acc_t> row_norm(int64_t row) const {
+    return row_shift == nullptr ? common::row_norm_from_lse(lse[row])
+                                : common::RowNorm<acc_t>{row_shift[row], row_inv_sum[row]};
+  }
 };
 
 // Where attention_forward also writes each row's running max and sum (both (B, H, Tq), or nullptr).
@@ -519,12 +523,28 @@ struct BackwardScratch {
   Buffer<acc_t> dkeys, dvalues;                 // (length, ld_d), (length, ld_v)
   std::vector<acc_t> q, grad_out;               // (bm, ld_d), (bm, ld_v)
   std::vector<acc_t> probs, dscores;            // (bm, bn): P, then dropped-out P; dP, then dS
+  std::vector<acc_t> delta;                     // (bm): the rows' rowsum(dO * O) - dlse
   BackwardScratch(const AttentionGeometry& g, int64_t length)
       : bm(g.block_m()), bn(g.block_n(vec_size<acc_t>())), ld_d(padded<acc_t>(g.D)), ld_v(padded<acc_t>(g.Dv)),
         ld_keys(length + vec_size<acc_t>()), keys(length * ld_d), keys_t(g.D * ld_keys),
         values_t(g.Dv * ld_keys), dkeys(length * ld_d), dvalues(length * ld_v), q(bm * ld_d),
-        grad_out(bm * ld_v), probs(bm * bn), dscores(bm * bn) {}
+        grad_out(bm * ld_v), probs(bm * bn), dscores(bm * bn), delta(bm) {}
 };
+
+// sc.delta[r] = rowsum(dO * O) - dlse of query rows [i0, i0 + m), whose dO rows are loaded in
+// sc.grad_out: FlashAttention-2's backward preprocessing, done where dO is already in cache (a
+// chunk recomputes it for its own rows; the same inputs give every chunk the same bits).
+template <typename scalar_t, typename acc_t>
+void row_deltas(const AttentionGeometry& g, const BackwardInputs<scalar_t, acc_t>& bw, int64_t b, int64_t h,
+                int64_t i0, int64_t m, BackwardScratch<acc_t>& sc) {
+  for (int64_t r = 0; r < m; ++r) {
+    const scalar_t* out = bw.out.row(b, h, i0 + r);
+    const acc_t* grad_out = sc.grad_out.data() + r * sc.ld_v;
+    acc_t dot = 0;
+    for (int64_t c = 0; c < g.Dv; ++c) dot += grad_out[c] * static_cast<acc_t>(out[c]);
+    sc.delta[r] = bw.grad_lse == nullptr ? dot : dot - bw.grad_lse[(b * g.H + h) * g.Tq + i0 + r];
+  }
+}
 
 // ds[c] = p[c] * (ds[c] * keep(c) - delta), then p[c] *= keep(c), for c < n: dS from dP, and the
 // dropped-out P that multiplies dO into dV.
@@ -564,14 +584,11 @@ void backward_row(const AttentionInputs<scalar_t, acc_t>& in, const BackwardInpu
     std::fill(ds, ds + n, acc_t(0));
     return;
   }
-  if (bw.row_max == nullptr) {
-    exp_shifted_sum(s, n, row_lse);
-  } else {
-    exp_shifted_sum(s, n, bw.row_max[row]);
-    const acc_t inv_sum = bw.row_inv_sum[row];
-    for (int64_t c = 0; c < n; ++c) s[c] *= inv_sum;
-  }
-  scores_gradient(in.dropout, b, h, i, j0, n, bw.delta[row], s, ds);
+  const common::RowNorm<acc_t> norm = bw.row_norm(row);
+  exp_shifted_sum(s, n, norm.shift);
+  if (norm.inv_sum != acc_t(1))
+    for (int64_t c = 0; c < n; ++c) s[c] *= norm.inv_sum;
+  scores_gradient(in.dropout, b, h, i, j0, n, sc.delta[r], s, ds);
   if (dkey_bias != nullptr) add_row(dkey_bias + j0 + span.lo, ds + span.lo, span.hi - span.lo);
   mod.accumulate_grad(b, h, p, j0 + span.lo, span.hi - span.lo, ds + span.lo, mod_partial);
 }
@@ -621,6 +638,7 @@ void backward_chunk(const AttentionInputs<scalar_t, acc_t>& in, const BackwardIn
     load_rows<scalar_t>([&](int64_t r) { return in.q.row(b, h, i0 + r); }, m, g.D, sc.q.data(), sc.ld_d);
     load_rows<scalar_t>([&](int64_t r) { return bw.grad_out.row(b, h, i0 + r); }, m, g.Dv, sc.grad_out.data(),
                         sc.ld_v);
+    row_deltas(g, bw, b, h, i0, m, sc);
     const common::Range keys = g.band().keys_of_rows(i0, i0 + m);
     const int64_t key_lo = std::max(k0, keys.lo), key_hi = std::min(k1, keys.hi) - 1;
     for (int64_t j0 = key_lo; j0 <= key_hi; j0 += sc.bn) {
@@ -644,6 +662,11 @@ void reduce_chunks(const AttentionInputs<scalar_t, acc_t>& in, const KeyChunks& 
   const auto& g = in.geo;
   std::vector<acc_t> row(ld_d);
   for (int64_t i = 0; i < g.Tq; ++i) {
+    if (chunks.count == 1 && chunks.i_lo(0) <= i && i < chunks.i_hi(0)) {  // one partial: stored as it is
+      store_row(dq_partials + (bh * chunks.dq_rows() + i - chunks.i_lo(0)) * ld_d, g.D, in.scale,
+                grads.dq + (bh * g.Tq + i) * g.D);
+      continue;
+    }
     std::fill(row.begin(), row.end(), acc_t(0));
     for (int64_t c = 0; c < chunks.count; ++c)
       if (chunks.i_lo(c) <= i && i < chunks.i_hi(c))
@@ -675,7 +698,12 @@ void attention_backward(const AttentionInputs<scalar_t, acc_t>& in, const Backwa
         backward_chunk(in, bw, mod, validity, bh, chunks.k0(c), chunks.k1(c), chunks.i_lo(c), chunks.i_hi(c), sc,
                        grads, dq_partials.data() + (bh * chunks.dq_rows() + chunks.dq_offsets[c]) * ld_d,
                        mod_chunk_partials.data() + (bh * chunks.count + c) * grad_size);
+        // A head of one chunk has all its partials now: reduced in the same task, which saves short
+        // sequences (T <= 256) a second pass through the thread pool.
+        if (chunks.count == 1)
+          reduce_chunks(in, chunks, bh, ld_d, dq_partials.data(), mod_chunk_partials.data(), grad_size, grads);
       });
+  if (chunks.count == 1) return;
   at::parallel_for(0, BH, 1, [&](int64_t begin, int64_t end) {
     for (int64_t bh = begin; bh < end; ++bh)
       reduce_chunks(in, chunks, bh, ld_d, dq_partials.data(), mod_chunk_partials.data(), grad_size, grads);

@@ -9,8 +9,6 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 
-#include <cmath>
-#include <limits>
 #include <optional>
 #include <tuple>
 #include <vector>
@@ -93,35 +91,40 @@ struct BackwardResult {
   }
 };
 
-// Whether a finite lse is so large that its dtype cannot hold row_max + log(row_sum) to about
-// 2^-14: |lse| >= 1024 in float32 (additive biases near -1e4 or -1e9 on every key of a row, or a
-// huge scale). Recomputing P as exp(s - lse) from it would leave the row's probabilities off by the
-// rounding of lse -- a factor up to e^32 at |lse| ~ 1e9, or the number of tied keys.
+// Whether some row's lse is coarse (common::lse_is_coarse): then the backward needs row_norms.
 template <typename acc_t>
-bool lse_too_coarse(const acc_t* lse, int64_t n) {
-  const acc_t limit = std::ldexp(acc_t(1), std::numeric_limits<acc_t>::digits - 14);
+bool any_lse_coarse(const acc_t* lse, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
-    if (std::abs(lse[i]) >= limit && std::isfinite(lse[i])) return true;
+    if (common::lse_is_coarse(lse[i])) return true;
   return false;
 }
 
-// Each row's running max and 1 / sum, from a rerun of the forward (its outputs discarded): the
-// backward then normalises P exactly as the forward did.
+// Each row's normalisation of P (common::RowNorm) as (shift, inv_sum) tensors: the saved lse for an
+// ordinary row, the row max and sum of a rerun of the forward (its outputs discarded) for a coarse
+// one, so that the backward normalises P exactly as the forward did.
 template <typename scalar_t, typename acc_t, typename Mod>
-std::tuple<at::Tensor, at::Tensor> rerun_row_stats(const AttentionCall& c, const Mod& mod) {
+std::tuple<at::Tensor, at::Tensor> row_norms(const AttentionCall& c, const Mod& mod, const at::Tensor& saved_lse) {
   const at::Tensor& q = c.q;
   at::Tensor out = at::empty({q.size(0), q.size(1), q.size(2), c.v.size(3)}, q.options());
   at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, accumulate_options(q));
-  at::Tensor row_max = at::empty_like(lse), row_sum = at::empty_like(lse);
+  at::Tensor shift = at::empty_like(lse), inv_sum = at::empty_like(lse);
+  acc_t* shifts = shift.mutable_data_ptr<acc_t>();
+  acc_t* inv_sums = inv_sum.mutable_data_ptr<acc_t>();
   attention_forward(make_inputs<scalar_t, acc_t>(c), mod, out.mutable_data_ptr<scalar_t>(),
-                    lse.mutable_data_ptr<acc_t>(),
-                    RowStats<acc_t>{row_max.mutable_data_ptr<acc_t>(), row_sum.mutable_data_ptr<acc_t>()});
-  return {row_max, row_sum.reciprocal_()};
+                    lse.mutable_data_ptr<acc_t>(), RowStats<acc_t>{shifts, inv_sums});
+  const acc_t* saved = saved_lse.const_data_ptr<acc_t>();
+  for (int64_t r = 0; r < saved_lse.numel(); ++r) {
+    const common::RowNorm<acc_t> norm = common::backward_row_norm(saved[r], shifts[r], inv_sums[r]);
+    shifts[r] = norm.shift;
+    inv_sums[r] = norm.inv_sum;
+  }
+  return {shift, inv_sum};
 }
 
 template <typename MakeMod>
-BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, const at::Tensor& delta,
-                            const at::Tensor& lse, const MakeMod& make_mod) {
+BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, const at::Tensor& out,
+                            const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
+                            const MakeMod& make_mod) {
   const at::Tensor& q = c.q;
   BackwardResult r;
   r.dq = cached_empty(q.sizes(), q.options());
@@ -132,12 +135,13 @@ BackwardResult run_backward(const AttentionCall& c, const at::Tensor& grad_out, 
     using acc_t = at::opmath_type<scalar_t>;
     const auto mod = make_mod(AccTag<acc_t>{});
     r.mod_partials = cached_empty({q.size(0), q.size(1), mod.grad_size()}, q.options().dtype(at::kDouble));
-    BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), delta.const_data_ptr<acc_t>(),
+    BackwardInputs<scalar_t, acc_t> bw{row_view<scalar_t>(grad_out), row_view<scalar_t>(out),
+                                       grad_lse ? grad_lse->const_data_ptr<acc_t>() : nullptr,
                                        lse.const_data_ptr<acc_t>()};
-    at::Tensor row_max, row_inv_sum;  // kept alive through the backward
-    if (lse_too_coarse(lse.const_data_ptr<acc_t>(), lse.numel())) {
-      std::tie(row_max, row_inv_sum) = rerun_row_stats<scalar_t, acc_t>(c, mod);
-      bw.row_max = row_max.const_data_ptr<acc_t>();
+    at::Tensor row_shift, row_inv_sum;  // kept alive through the backward
+    if (any_lse_coarse(lse.const_data_ptr<acc_t>(), lse.numel())) {
+      std::tie(row_shift, row_inv_sum) = row_norms<scalar_t, acc_t>(c, mod, lse);
+      bw.row_shift = row_shift.const_data_ptr<acc_t>();
       bw.row_inv_sum = row_inv_sum.const_data_ptr<acc_t>();
     }
     const AttentionGrads<scalar_t, acc_t> grads{

@@ -1,6 +1,7 @@
 // Argument checks of the CPU operators, with messages naming the argument, expected vs actual.
 #pragma once
 #include "cpu/common/capability.h"
+#include "common/tensor_checks.h"
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -8,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <array>
 #include <optional>
 #include <string>
 
@@ -25,30 +27,18 @@ inline void check_cpu(const char* op, const char* name, const at::Tensor& t) {
 inline void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"q", q}, {"k", k}, {"v", v}}) {
     check_cpu(op, name, t);
-    TORCH_CHECK(t.dim() == 4, op, ": `", name, "` must be 4-D (B, H, T, D), got shape ", t.sizes());
-    TORCH_CHECK(t.scalar_type() == q.scalar_type(), op, ": `", name, "` must have q's dtype ", q.scalar_type(),
-                ", got ", t.scalar_type());
-    TORCH_CHECK(t.size(3) == 0 || t.stride(3) == 1, op, ": `", name,
-                "` must be contiguous in the last dim (stride 1), got strides ", t.strides());
-    TORCH_CHECK(t.numel() > 0, op, ": `", name, "` must be non-empty, got shape ", t.sizes());
+    common::check_qkv_layout(op, name, t, q.scalar_type());
   }
   TORCH_CHECK(at::isFloatingType(q.scalar_type()), op, ": `q` must be float16, bfloat16, float32 or float64, got ",
               q.scalar_type());
-  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), op,
-              ": `k` must be (B, H, Tk, D) with q's B, H, D = ", q.size(0), ", ", q.size(1), ", ", q.size(3),
-              ", got shape ", k.sizes());
-  TORCH_CHECK(v.size(0) == q.size(0) && v.size(1) == q.size(1) && v.size(2) == k.size(2), op,
-              ": `v` must be (B, H, Tk, Dv) with B, H = ", q.size(0), ", ", q.size(1), " and Tk = ", k.size(2),
-              ", got shape ", v.sizes());
+  common::check_kv_shapes(op, q, k, v);
 }
 
 // A contiguous CPU tensor of an exact shape and dtype.
 inline void check_exact(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef shape,
                         at::ScalarType dtype) {
   check_cpu(op, name, t);
-  TORCH_CHECK(t.sizes() == shape, op, ": `", name, "` must have shape ", shape, ", got ", t.sizes());
-  TORCH_CHECK(t.scalar_type() == dtype, op, ": `", name, "` must have dtype ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK(t.is_contiguous(), op, ": `", name, "` must be contiguous, got strides ", t.strides());
+  common::check_exact_layout(op, name, t, shape, dtype);
 }
 
 inline void check_optional(const char* op, const char* name, const std::optional<at::Tensor>& t,
@@ -73,18 +63,15 @@ inline void check_dropout(const char* op, double dropout_p) {
 }
 
 // grad_out (B, H, Tq, Dv) in q's dtype, last dim stride 1; delta and lse (B, H, Tq) in the accumulation dtype.
-inline void check_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& delta,
-                                const at::Tensor& lse, const at::Tensor& q, const at::Tensor& v) {
-  check_cpu(op, "grad_out", grad_out);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({q.size(0), q.size(1), q.size(2), v.size(3)}), op,
-              ": `grad_out` must have shape (B, H, Tq, Dv) = ", at::IntArrayRef({q.size(0), q.size(1), q.size(2), v.size(3)}),
-              ", got ", grad_out.sizes());
-  TORCH_CHECK(grad_out.scalar_type() == q.scalar_type(), op, ": `grad_out` must have q's dtype ", q.scalar_type(),
-              ", got ", grad_out.scalar_type());
-  TORCH_CHECK(grad_out.stride(3) == 1, op, ": `grad_out` must be contiguous in the last dim, got strides ",
-              grad_out.strides());
+inline void check_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& out,
+                                const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
+                                const at::Tensor& q, const at::Tensor& v) {
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_out", grad_out}, {"out", out}}) {
+    check_cpu(op, name, t);
+    common::check_output_layout(op, name, t, q, v);
+  }
   const at::ScalarType acc = accumulate_dtype(q.scalar_type());
-  check_exact(op, "delta", delta, {q.size(0), q.size(1), q.size(2)}, acc);
+  check_optional(op, "grad_lse", grad_lse, {q.size(0), q.size(1), q.size(2)}, acc);
   check_exact(op, "lse", lse, {q.size(0), q.size(1), q.size(2)}, acc);
 }
 

@@ -164,12 +164,14 @@ T exp_shifted_sum(T* x, int64_t n, T shift) {
     e.store(x + c);
     vsum = vsum + e;
   }
-  T sum = at::vec::vec_reduce_all<T>([](const Vec& a, const Vec& b) { return a + b; }, vsum);
-  for (; c < n; ++c) {
-    x[c] = std::exp(x[c] - shift);
-    sum += x[c];
+  if (c < n) {
+    // The tail as one partial vector, its missing lanes -inf (exp: 0): short rows (T < 64) spent
+    // as long in scalar expf on their tails as in the vector loop.
+    const Vec e = exp_vec(Vec::set(Vec(neg_inf<T>()), Vec::loadu(x + c, n - c), n - c) - vshift);
+    e.store(x + c, n - c);
+    vsum = vsum + e;
   }
-  return sum;
+  return at::vec::vec_reduce_all<T>([](const Vec& a, const Vec& b) { return a + b; }, vsum);
 }
 
 // max(a, b), NaN when either is NaN (std::max drops a NaN second argument): common/hd.h.

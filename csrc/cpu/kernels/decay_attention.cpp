@@ -249,7 +249,8 @@ std::tuple<at::Tensor, at::Tensor> decay_attention_fwd(const at::Tensor& q, cons
 }
 
 // [dq, dk, dv, dlog_gamma, dalpha_logits] + [dkey_bias] when key_bias is given.
-std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                            const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                             const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const at::Tensor& log_gamma, const at::Tensor& alpha_logits,
                                             const std::optional<at::Tensor>& times,
@@ -259,9 +260,9 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
   const char* op = "decay_attention_bwd";
   const DecayConfig cfg{log_gamma, alpha_logits, times, eps, k.size(2)};
   const AttentionCall call = decay_call(op, q, k, v, cfg, key_valid, key_bias, window, dropout_p, seed, scale);
-  check_backward_args(op, grad_out, delta, lse, q, v);
+  check_backward_args(op, grad_out, out, grad_lse, lse, q, v);
   const BackwardResult r = with_decay_mod_maker(
-      cfg, [&](const auto& make_mod) { return run_backward(call, grad_out, delta, lse, make_mod); });
+      cfg, [&](const auto& make_mod) { return run_backward(call, grad_out, out, grad_lse, lse, make_mod); });
   return r.with(decay_param_grads(cfg, r.mod_partials));
 }
 

@@ -31,15 +31,16 @@ std::tuple<at::Tensor, at::Tensor> masked_sdpa_fwd(const at::Tensor& q, const at
 }
 
 // [dq, dk, dv] + [dkey_bias] when key_bias is given.
-std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> masked_sdpa_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                        const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                         const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                         const std::optional<at::Tensor>& key_valid,
                                         const std::optional<at::Tensor>& key_bias, bool causal, double dropout_p,
                                         int64_t seed, double scale) {
   const char* op = "masked_sdpa_bwd";
   const AttentionCall call = masked_sdpa_call(op, q, k, v, key_valid, key_bias, causal, dropout_p, seed, scale);
-  check_backward_args(op, grad_out, delta, lse, q, v);
-  return run_backward(call, grad_out, delta, lse, make_no_mod).with({});
+  check_backward_args(op, grad_out, out, grad_lse, lse, q, v);
+  return run_backward(call, grad_out, out, grad_lse, lse, make_no_mod).with({});
 }
 
 }  // namespace

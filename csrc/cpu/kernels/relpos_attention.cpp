@@ -73,15 +73,16 @@ std::tuple<at::Tensor, at::Tensor> relpos_attention_fwd(const at::Tensor& q, con
 }
 
 // [dq, dk, dv, drel_bias] + [dkey_bias] when key_bias is given.
-std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
+std::vector<at::Tensor> relpos_attention_bwd(const at::Tensor& grad_out, const at::Tensor& out,
+                                             const std::optional<at::Tensor>& grad_lse, const at::Tensor& lse,
                                              const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& rel_bias, const std::optional<at::Tensor>& key_valid,
                                              const std::optional<at::Tensor>& key_bias, std::optional<int64_t> window,
                                              double dropout_p, int64_t seed, double scale) {
   const char* op = "relpos_attention_bwd";
   const AttentionCall call = relpos_call(op, q, k, v, rel_bias, key_valid, key_bias, window, dropout_p, seed, scale);
-  check_backward_args(op, grad_out, delta, lse, q, v);
-  const BackwardResult r = run_backward(call, grad_out, delta, lse, relpos_mod_maker(rel_bias, k.size(2)));
+  check_backward_args(op, grad_out, out, grad_lse, lse, q, v);
+  const BackwardResult r = run_backward(call, grad_out, out, grad_lse, lse, relpos_mod_maker(rel_bias, k.size(2)));
   return r.with({rel_bias_grad(r.mod_partials, rel_bias)});
 }
 

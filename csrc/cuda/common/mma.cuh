@@ -15,9 +15,7 @@
 // zeroed and adds their products over the admissible (row, key) pairs only, in IEEE arithmetic,
 // from P written to shared memory: the same results as the Triton kernels' _dot_admissible.
 //
-// Fragment layouts of mma.m16n8k16 (lane = 4 g + t): A (16 x 16): a0 = A[g][2t, 2t+1],
-// a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9]; B (16 x 8, k x n):
-// b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; C (16 x 8): c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1].
+// Fragment layouts of mma.m16n8k16: common/mma_layout.h (checked on the CPU against the PTX ISA).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,6 +24,7 @@
 #include <type_traits>
 
 #include "common/band.h"
+#include "common/mma_layout.h"
 #include "common/score_math.h"
 #include "cuda/common/device.cuh"
 #include "cuda/common/mods.cuh"
@@ -153,15 +152,17 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
   uint16_t* v_tile = k_tile + kN * kLd;
   float* p_tile = reinterpret_cast<float*>(Shape::kPInK ? smem : smem + 2 * Shape::kTileBytes);
 
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  // This lane's (k, n) in the two registers of a B fragment (K^T or V).
+  const common::FragCoord b_lo = common::mma_b_coord(lane, 0), b_hi = common::mma_b_coord(lane, 2);
   const int64_t n_tiles = (p.Tq + kM - 1) / kM;
   const TileOfBlock blk = tile_of_block(n_tiles);
   const int64_t b = blk.bh / p.H, h = blk.bh % p.H, i0 = blk.tile * kM;
   const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
-  // This thread's two rows (g and g + 8 of its warp's 16) and their positions.
+  // This thread's two rows (accumulator elements 0, 1 and 2, 3) and their positions.
   int64_t row_i[2], row_pos[2];
   for (int half = 0; half < 2; ++half) {
-    row_i[half] = i0 + warp * 16 + g + 8 * half;
+    row_i[half] = i0 + warp * 16 + common::mma_c_coord(lane, 2 * half).row;
     row_pos[half] = p.band.position(row_i[half]);
   }
 
@@ -171,11 +172,11 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
   __syncthreads();
 #pragma unroll
   for (int kc = 0; kc < kKChunks; ++kc) {
-    const uint16_t* q_rows = k_tile + (warp * 16 + g) * kLd + kc * 16 + 2 * t;
-    q_frag[kc][0] = *reinterpret_cast<const uint32_t*>(q_rows);
-    q_frag[kc][1] = *reinterpret_cast<const uint32_t*>(q_rows + 8 * kLd);
-    q_frag[kc][2] = *reinterpret_cast<const uint32_t*>(q_rows + 8);
-    q_frag[kc][3] = *reinterpret_cast<const uint32_t*>(q_rows + 8 * kLd + 8);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {  // register r holds elements 2r, 2r + 1 (consecutive columns)
+      const common::FragCoord at = common::mma_a_coord(lane, 2 * r);
+      q_frag[kc][r] = *reinterpret_cast<const uint32_t*>(k_tile + (warp * 16 + at.row) * kLd + kc * 16 + at.col);
+    }
   }
 
   float out[kOTiles][4];
@@ -204,9 +205,10 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
       if (kc >= k_steps) break;
 #pragma unroll
       for (int nt = 0; nt < kSTiles; ++nt) {
-        const uint16_t* k_row = k_tile + (nt * 8 + g) * kLd + kc * 16 + 2 * t;
-        mma_16816<scalar_t>(s[nt], q_frag[kc], *reinterpret_cast<const uint32_t*>(k_row),
-                            *reinterpret_cast<const uint32_t*>(k_row + 8));
+        // B = K^T: element (k, n) is K[n][k], so a register's two k are consecutive in K's row.
+        const uint16_t* k_row = k_tile + (nt * 8 + b_lo.col) * kLd + kc * 16;
+        mma_16816<scalar_t>(s[nt], q_frag[kc], *reinterpret_cast<const uint32_t*>(k_row + b_lo.row),
+                            *reinterpret_cast<const uint32_t*>(k_row + b_hi.row));
       }
     }
 
@@ -218,7 +220,7 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int half = c >> 1;
-        const int64_t i = row_i[half], j = j0 + nt * 8 + 2 * t + (c & 1);
+        const int64_t i = row_i[half], j = j0 + nt * 8 + common::mma_c_coord(lane, c).col;
         const bool ok = i < p.Tq && j < keys.hi && p.band.admits(row_pos[half], j) && key_is_valid(p, b, j);
         s[nt][c] = ok ? finish_score(p, mod, s[nt][c], b, h, row_pos[half], j) : common::neg_infinity<float>();
         admitted |= ok ? (1u << (4 * nt + c)) : 0u;
@@ -247,7 +249,7 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
         const bool ok = (admitted >> (4 * nt + c)) & 1u;
         float prob = ok ? common::hd_exp(s[nt][c] - shift[half]) : 0.f;
         part_sum[half] += prob;
-        if (ok) prob *= p.dropout.factor<float>(b, h, row_i[half], j0 + nt * 8 + 2 * t + (c & 1));
+        if (ok) prob *= p.dropout.factor<float>(b, h, row_i[half], j0 + nt * 8 + common::mma_c_coord(lane, c).col);
         s[nt][c] = prob;
       }
     }
@@ -262,9 +264,9 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
 #pragma unroll
       for (int nt = 0; nt < kOTiles; ++nt) {
         if (nt >= o_tiles) break;
-        const int col = nt * 8 + g, row = kc * 16 + 2 * t;
-        mma_16816<scalar_t>(out[nt], a, value_pair<scalar_t>(v_tile, kLd, row, col, non_finite_v),
-                            value_pair<scalar_t>(v_tile, kLd, row + 8, col, non_finite_v));
+        const int col = nt * 8 + b_lo.col;
+        mma_16816<scalar_t>(out[nt], a, value_pair<scalar_t>(v_tile, kLd, kc * 16 + b_lo.row, col, non_finite_v),
+                            value_pair<scalar_t>(v_tile, kLd, kc * 16 + b_hi.row, col, non_finite_v));
       }
     }
     if (non_finite_v) {
@@ -275,7 +277,8 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const bool ok = (admitted >> (4 * nt + c)) & 1u;
-          p_tile[(warp * 16 + g + 8 * (c >> 1)) * kN + nt * 8 + 2 * t + (c & 1)] = ok ? s[nt][c] : -1.f;
+          const common::FragCoord at = common::mma_c_coord(lane, c);
+          p_tile[(warp * 16 + at.row) * kN + nt * 8 + at.col] = ok ? s[nt][c] : -1.f;
         }
       __syncthreads();
 #pragma unroll
@@ -283,7 +286,8 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
         if (nt >= o_tiles) break;
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          const int r = warp * 16 + g + 8 * (c >> 1), d = nt * 8 + 2 * t + (c & 1);
+          const common::FragCoord at = common::mma_c_coord(lane, c);
+          const int r = warp * 16 + at.row, d = nt * 8 + at.col;
           if (d >= Dv) continue;
 #pragma unroll 1
           for (int j = 0; j < kN; ++j) {
@@ -308,11 +312,11 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
 #pragma unroll
     for (int nt = 0; nt < kOTiles; ++nt) {
       for (int c = 0; c < 2; ++c) {
-        const int d = nt * 8 + 2 * t + c;
+        const int d = nt * 8 + common::mma_c_coord(lane, 2 * half + c).col;
         if (d < Dv) out_row[d] = static_cast<scalar_t>(out[nt][2 * half + c] * out_scale);
       }
     }
-    if (t == 0) p.lse[row] = common::softmax_lse(run_max[half], sum);
+    if ((lane & 3) == 0) p.lse[row] = common::softmax_lse(run_max[half], sum);  // one lane of the quad
   }
 }
 

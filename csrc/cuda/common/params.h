@@ -38,6 +38,10 @@ struct BackwardParams {
   Rows grad_out;                   // (B, H, Tq, Dv)
   const float* delta;              // (B, H, Tq) contiguous: rowsum(dO * O) - dlse
   const float* lse;                // (B, H, Tq) contiguous
+  // (B, H, Tq) contiguous: each row's normalisation of P (common::RowNorm), written from lse by
+  // the backward's prepass and read by its dK/dV and dQ passes.
+  float* row_shift;
+  float* row_inv_sum;
   void* dq;                        // (B, H, Tq, D) contiguous, input dtype
   void* dk;                        // (B, H, Tk, D)
   void* dv;                        // (B, H, Tk, Dv)

@@ -40,11 +40,13 @@ __device__ void stage_rows(float* dst, const Rows& src, int64_t b, int64_t h, in
   }
 }
 
-// dot of n floats at x and y (ascending order, fused multiply-adds): every kernel computes a
-// score's dot product with this, so the backward recomputes the forward's scores bit for bit.
-__device__ __forceinline__ float dot(const float* x, const float* y, int n) {
+// dot of n floats at x and y (ascending order, fused multiply-adds; y staged as float or read in
+// its input dtype): every kernel computes a score's dot product with this, so the backward
+// recomputes the forward's scores bit for bit.
+template <typename Y>
+__device__ __forceinline__ float dot(const float* x, const Y* y, int n) {
   float acc = 0.f;
-  for (int d = 0; d < n; ++d) acc = fmaf(x[d], y[d], acc);
+  for (int d = 0; d < n; ++d) acc = fmaf(x[d], to_float(y[d]), acc);
   return acc;
 }
 
@@ -107,6 +109,47 @@ __global__ void __launch_bounds__(kThreads) simt_forward_kernel(const ForwardPar
   if (lane == 0) p.lse[row] = common::softmax_lse(run_max, run_sum);
 }
 
+// ------------------------------------------------------------------------- backward prepass
+// Each row's normalisation of P (common::RowNorm) into bw.row_shift / bw.row_inv_sum, one warp
+// per row: the saved lse for an ordinary row; for a row whose lse is coarse (rare: every key
+// biased by -1e4 / -1e9, a huge scale), the row max and 1 / sum of its scores, rerun with the
+// backward's own dot one key per lane straight from global memory (no staging, no block barrier:
+// a warp of an ordinary row leaves at once), so that the row's P sums to 1 in the backward.
+template <typename scalar_t, typename Mod, int kHeadDim>
+__global__ void __launch_bounds__(kThreads)
+    simt_row_norm_kernel(const ForwardParams p, const BackwardParams bw, const Mod mod) {
+  __shared__ float queries[kWarps * kHeadDim];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const TileOfBlock blk = tile_of_block((p.Tq + kWarps - 1) / kWarps);
+  const int64_t i = blk.tile * kWarps + warp;
+  if (i >= p.Tq) return;
+  const int64_t row = blk.bh * p.Tq + i;
+  float run_max = common::neg_infinity<float>(), run_sum = 0.f;
+  if (common::lse_is_coarse(bw.lse[row])) {  // uniform over the warp
+    const int64_t b = blk.bh / p.H, h = blk.bh % p.H, pos = p.band.position(i);
+    const int D = static_cast<int>(p.D);
+    float* q_row = queries + warp * kHeadDim;
+    for (int d = lane; d < D; d += 32) q_row[d] = to_float(row_ptr<scalar_t>(p.q, b, h, i)[d]);
+    __syncwarp();
+    const common::Range keys = p.band.keys_of_rows(i, i + 1);
+    for (int64_t j0 = keys.lo; j0 < keys.hi; j0 += 32) {
+      const int64_t j = j0 + lane;
+      const bool ok = j < keys.hi && p.band.admits(pos, j) && key_is_valid(p, b, j);
+      const float s = ok ? finish_score(p, mod, dot(q_row, row_ptr<scalar_t>(p.k, b, h, j), D), b, h, pos, j)
+                         : common::neg_infinity<float>();
+      const float new_max = common::softmax_new_max(run_max, warp_max(s));
+      run_sum *= common::softmax_rescale(run_max, new_max);
+      run_max = new_max;
+      run_sum += warp_sum(ok ? common::hd_exp(s - common::softmax_shift(new_max)) : 0.f);
+    }
+  }
+  if (lane == 0) {
+    const common::RowNorm<float> norm = common::backward_row_norm(bw.lse[row], run_max, run_sum);
+    bw.row_shift[row] = norm.shift;
+    bw.row_inv_sum[row] = norm.inv_sum;
+  }
+}
+
 // ----------------------------------------------------------------------------------- dQ pass
 // dQ of one query row per warp, and the modifier's per-row gradient partials.
 template <typename scalar_t, typename Mod, int kHeadDim>
@@ -126,7 +169,8 @@ __global__ void __launch_bounds__(kThreads)
   float* do_row = grads + warp * kMaxD;
   for (int d = lane; d < D; d += 32) q_row[d] = row_ok ? to_float(row_ptr<scalar_t>(p.q, b, h, i)[d]) : 0.f;
   for (int d = lane; d < Dv; d += 32) do_row[d] = row_ok ? to_float(row_ptr<scalar_t>(bw.grad_out, b, h, i)[d]) : 0.f;
-  const float lse = row_ok ? bw.lse[row] : 0.f, delta = row_ok ? bw.delta[row] : 0.f;
+  const common::RowNorm<float> norm{row_ok ? bw.row_shift[row] : 0.f, row_ok ? bw.row_inv_sum[row] : 0.f};
+  const float delta = row_ok ? bw.delta[row] : 0.f;
 
   float acc[kChunks];
   for (int t = 0; t < kChunks; ++t) acc[t] = 0.f;
@@ -145,7 +189,7 @@ __global__ void __launch_bounds__(kThreads)
     if (ok) {
       const float s = finish_score(p, mod, dot(q_row, keys + lane * (kMaxD + 1), D), b, h, pos, j);
       const float dp = dot(do_row, values + lane * (kMaxD + 1), Dv);
-      ds = common::score_grad(common::probability(s, lse), dp, p.dropout.factor<float>(b, h, i, j), delta);
+      ds = common::score_grad(common::probability(s, norm), dp, p.dropout.factor<float>(b, h, i, j), delta);
     }
     mod.grad(tail, row, b, h, pos, j, ok, ds, row_ok);
     for (unsigned admitted = __ballot_sync(kFullMask, ok); admitted != 0; admitted &= admitted - 1) {
@@ -170,7 +214,8 @@ __global__ void __launch_bounds__(kThreads)
     simt_dkdv_kernel(const ForwardParams p, const BackwardParams bw, const Mod mod) {
   constexpr int kChunks = kHeadDim / 32, kTile = simt_tile<kHeadDim>(), kMaxD = kHeadDim;
   __shared__ float queries[kTile * (kMaxD + 1)], grads[kTile * (kMaxD + 1)];
-  __shared__ float key_rows[kWarps * kMaxD], value_rows[kWarps * kMaxD], lses[kTile], deltas[kTile];
+  __shared__ float key_rows[kWarps * kMaxD], value_rows[kWarps * kMaxD], deltas[kTile];
+  __shared__ common::RowNorm<float> norms[kTile];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t n_tiles = (p.Tk + kWarps - 1) / kWarps;
   const TileOfBlock blk = tile_of_block(n_tiles);
@@ -192,7 +237,9 @@ __global__ void __launch_bounds__(kThreads)
     stage_rows<scalar_t, kTile, kMaxD + 1>(grads, bw.grad_out, b, h, i0, rows_seen.hi, Dv);
     if (threadIdx.x < kTile) {
       const int64_t i = i0 + threadIdx.x;
-      lses[threadIdx.x] = i < rows_seen.hi ? bw.lse[blk.bh * p.Tq + i] : 0.f;
+      norms[threadIdx.x] = i < rows_seen.hi ? common::RowNorm<float>{bw.row_shift[blk.bh * p.Tq + i],
+                                                                    bw.row_inv_sum[blk.bh * p.Tq + i]}
+                                            : common::RowNorm<float>{0.f, 0.f};
       deltas[threadIdx.x] = i < rows_seen.hi ? bw.delta[blk.bh * p.Tq + i] : 0.f;
     }
     __syncthreads();
@@ -203,7 +250,7 @@ __global__ void __launch_bounds__(kThreads)
     if (ok) {
       const float s = finish_score(p, mod, dot(queries + lane * (kMaxD + 1), k_row, D), b, h, pos, j);
       const float dp = dot(grads + lane * (kMaxD + 1), v_row, Dv);
-      const float keep = p.dropout.factor<float>(b, h, i, j), pr = common::probability(s, lses[lane]);
+      const float keep = p.dropout.factor<float>(b, h, i, j), pr = common::probability(s, norms[lane]);
       ds = common::score_grad(pr, dp, keep, deltas[lane]);
       prob = pr * keep;
       dkb += ds;
@@ -268,6 +315,8 @@ void with_dtype_and_mod(Dtype dtype, const ModParams& m, int64_t Tk, const Fn& f
   void simt_backward<kHeadDim>(const ForwardParams& p, const BackwardParams& bw, const ModParams& m,            \
                               Dtype dtype, cudaStream_t stream) {                                              \
     with_dtype_and_mod(dtype, m, p.Tk, [&](auto tag, auto mod) {                                               \
+      simt_row_norm_kernel<decltype(tag), decltype(mod), kHeadDim>                                              \
+          <<<grid_of(p.Tq, p.B * p.H), kThreads, 0, stream>>>(p, bw, mod);                                     \
       simt_dkdv_kernel<decltype(tag), decltype(mod), kHeadDim>                                                  \
           <<<grid_of(p.Tk, p.B * p.H), kThreads, 0, stream>>>(p, bw, mod);                                     \
       simt_dq_kernel<decltype(tag), decltype(mod), kHeadDim>                                                    \

@@ -61,14 +61,15 @@ def _sync(device: str) -> None:
 
 
 def gpcm_step(name: str = "gpcm", batch: int = 32, length: int = 28, device: str = "cpu",
-              seed: int = 0) -> Callable[[], None]:
-    """A closure running one training step of ``name`` (``gpcm`` or ``attention_gpcm``)."""
+              seed: int = 0, backend: str = "auto") -> Callable[[], None]:
+    """A closure running one training step of ``name`` (``gpcm`` or ``attention_gpcm``), its attention
+    on the operator ``backend``."""
     from .. import create_model
     from ..gpcm.data import ResponseSequences
     from ..gpcm.train import TrainConfig, _train_step
 
     torch.manual_seed(seed)
-    model = create_model(name).to(device).train()
+    model = create_model(name, backend=backend).to(device).train()
     generator = torch.Generator().manual_seed(seed)
     items = torch.randint(model.n_items, (batch, length), generator=generator)
     responses = torch.randint(model.n_categories, (batch, length), generator=generator)

@@ -12,8 +12,9 @@ config value. From that :func:`declare_attention_op` generates
 - ``tempattn::<name>_fwd`` / ``_bwd``: ``torch.library`` custom ops with fakes and registered
   autograd, which ``torch.compile`` and ``opcheck`` see;
 - the relay: per backend, the forward ``kernel(*tensors, *config) -> (out, lse)`` and the backward
-  ``kernel(grad_out, delta, lse, *tensors, *config) -> [grads of the present differentiable
-  tensors]``; the C++ / CUDA ones are ``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd``, the Triton ones come
+  ``kernel(grad_out, out, grad_lse, lse, *tensors, *config) -> [grads of the present differentiable
+  tensors]`` (``grad_lse`` None when lse was unused; each kernel forms its rowsum(dO * O) - dlse
+  itself, the CPU one inside its loop over the dO rows); the C++ / CUDA ones are ``torch.ops.tempattn_C.<name>_fwd`` / ``_bwd``, the Triton ones come
   from the declaration, the reference backward is autograd through the reference forward;
 - an eager fast path: outside ``torch.compile`` and tensor-subclass tracing, the call goes straight
   to the relay (an ``autograd.Function`` when a gradient is needed), skipping the custom-op layer
@@ -28,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from . import fastpath
-from .autograd import fake_outputs, reference_backward, row_delta
+from .autograd import fake_outputs, reference_backward
 
 # The arguments every operator shares, around its own (see the module docstring).
 _QKV = ("q", "k", "v")
@@ -143,8 +144,7 @@ def relay_backward(op: AttentionOp, grad_out, grad_lse, out, lse, tensors, confi
     if backend == "reference":
         return reference_backward(lambda *t: op.reference(*t, *config), tensors, op.differentiable, grad_out,
                                   grad_lse)
-    delta = row_delta(grad_out, out, grad_lse)
-    grads = op.kernels(backend).backward(grad_out, delta, lse, *tensors, *config)
+    grads = op.kernels(backend).backward(grad_out, out, grad_lse, lse, *tensors, *config)
     return [g.contiguous() for g in grads]
 
 
@@ -175,7 +175,10 @@ def _autograd_parts(op: AttentionOp):
             raise RuntimeError(f"{op.name}: backend {backend!r} has no double backward (create_graph=True); "
                                "hint: use backend='reference' for higher-order gradients")
         grad_out = torch.zeros_like(out) if grad_out is None else grad_out.contiguous()
-        grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse.contiguous()
+        if grad_lse is not None:
+            grad_lse = grad_lse.contiguous()
+        elif backend == "reference" or not _eager(tensors):
+            grad_lse = torch.zeros_like(lse)  # else an unused lse (the usual case) costs no zeros to subtract
         if backend == "reference" or _eager(tensors):
             grads = relay_backward(op, grad_out, grad_lse, out, lse, tensors, config, backend)
         else:
@@ -195,6 +198,7 @@ def _eager_function(op: AttentionOp, setup_context, backward) -> type:
     """
     def forward(ctx, *args):
         tensors, config, backend = _split(op, args)
+        ctx.set_materialize_grads(False)  # the backward zero-fills what it needs, and skips an unused lse
         output = relay_forward(op, tensors, config, backend)
         setup_context(ctx, args, output)
         return output

@@ -1,6 +1,8 @@
 """Host-side helpers of the Triton launches shared by the operators (the C++ kernels need none)."""
 import torch
 
+from .autograd import row_delta
+
 
 def _triton_core(q):
     if q.dtype == torch.float64:
@@ -20,9 +22,9 @@ def triton_forward(q, k, v, **kw):
     return _triton_core(q).attention_forward(q, k, v, **kw)
 
 
-def triton_backward(grad_out, delta, lse, q, k, v, **kw):
+def triton_backward(grad_out, out, grad_lse, lse, q, k, v, **kw):
     """The Triton core's backward: (dq, dk, dv, d key_bias or None, modifier partial A, partial B)."""
-    return _triton_core(q).attention_backward(grad_out, delta, lse, q, k, v, **kw)
+    return _triton_core(q).attention_backward(grad_out, row_delta(grad_out, out, grad_lse), lse, q, k, v, **kw)
 
 
 def with_key_bias_grad(grads, dkb):

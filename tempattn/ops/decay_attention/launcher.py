@@ -21,8 +21,8 @@ def _forward(q, k, v, *rest):
     return triton_forward(q, k, v, **_triton_args(*rest))
 
 
-def _backward(grad_out, delta, lse, q, k, v, log_gamma, alpha_logits, *rest):
-    dq, dk, dv, dkb, d_lg, d_la = triton_backward(grad_out, delta, lse, q, k, v,
+def _backward(grad_out, out, grad_lse, lse, q, k, v, log_gamma, alpha_logits, *rest):
+    dq, dk, dv, dkb, d_lg, d_la = triton_backward(grad_out, out, grad_lse, lse, q, k, v,
                                                   **_triton_args(log_gamma, alpha_logits, *rest))
     d_log_gamma = d_lg.sum(dim=(0, 2)).to(log_gamma.dtype)
     d_alpha = _alpha_logits_grad(d_la.sum(dim=(0, 2)).to(alpha_logits.dtype), alpha_logits)

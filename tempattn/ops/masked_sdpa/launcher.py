@@ -13,8 +13,9 @@ def _forward(q, k, v, key_valid, key_bias, *config):
     return triton_forward(q, k, v, **_triton_args(key_valid, key_bias, *config))
 
 
-def _backward(grad_out, delta, lse, q, k, v, key_valid, key_bias, *config):
-    dq, dk, dv, dkb, _, _ = triton_backward(grad_out, delta, lse, q, k, v, **_triton_args(key_valid, key_bias, *config))
+def _backward(grad_out, out, grad_lse, lse, q, k, v, key_valid, key_bias, *config):
+    dq, dk, dv, dkb, _, _ = triton_backward(grad_out, out, grad_lse, lse, q, k, v,
+                                            **_triton_args(key_valid, key_bias, *config))
     return with_key_bias_grad((dq, dk, dv), dkb)
 
 

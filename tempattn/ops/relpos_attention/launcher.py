@@ -13,8 +13,8 @@ def _forward(q, k, v, *rest):
     return triton_forward(q, k, v, **_triton_args(*rest))
 
 
-def _backward(grad_out, delta, lse, q, k, v, rel_bias, *rest):
-    dq, dk, dv, dkb, band, _ = triton_backward(grad_out, delta, lse, q, k, v, **_triton_args(rel_bias, *rest))
+def _backward(grad_out, out, grad_lse, lse, q, k, v, rel_bias, *rest):
+    dq, dk, dv, dkb, band, _ = triton_backward(grad_out, out, grad_lse, lse, q, k, v, **_triton_args(rel_bias, *rest))
     return with_key_bias_grad((dq, dk, dv, band.sum(dim=(0, 2)).to(rel_bias.dtype)), dkb)
 
 

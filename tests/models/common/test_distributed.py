@@ -49,7 +49,10 @@ def test_two_processes_match_one(family, tmp_path):
             # the rounding noise left there into lr-sized steps of either sign; compare the query and value thirds
             third = a.shape[0] // 3
             a, b = torch.cat([a[:third], a[2 * third:]]), torch.cat([b[:third], b[2 * third:]])
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+        # atol: an element whose gradient is at rounding level in some step (~1e-10, e.g. in the output bias
+        # of an expert the router sends almost nothing) moves by lr * g / eps under AdamW, so the two runs'
+        # reduction orders leave it up to ~1e-5 apart (measured: 1.4e-5); the other elements agree to ~3e-7
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=3e-5, msg=lambda m: f"{name}: {m}")
     assert sorted(p.name for p in (tmp_path / "two" / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
 
 

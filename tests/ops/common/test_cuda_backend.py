@@ -12,6 +12,7 @@ import torch
 
 import tempattn
 from tests.ops.cases import DIFFERENTIABLE, Case, call, gradients, loss_weights, make_inputs, oracle, scalar_loss
+from tests.ops.coarse_lse import BIASES, OPS, assert_gradients_match_the_float32_formula
 
 CUDA_READY = torch.cuda.is_available() and tempattn.backends()["cuda"]["available"]
 TRITON_READY = torch.cuda.is_available() and tempattn.backends()["triton"]["available"]
@@ -93,6 +94,13 @@ def test_cuda_gradients_are_bitwise_reproducible(case):
     for name in DIFFERENTIABLE[case.op]:
         if name in first[2]:
             assert torch.equal(first[2][name], second[2][name]), f"d{name} differs between two runs"
+
+
+# The backward's prepass renormalises rows whose float32 lse is coarse (common::lse_is_coarse).
+@pytest.mark.parametrize("bias", BIASES)
+@pytest.mark.parametrize("op", OPS)
+def test_cuda_gradients_of_rows_with_every_key_biased_match_the_float32_formula(op, bias):
+    assert_gradients_match_the_float32_formula(op, bias, "cuda")
 
 
 def test_auto_keeps_triton_until_the_cuda_kernels_are_validated_here():

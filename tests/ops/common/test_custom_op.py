@@ -147,4 +147,4 @@ def test_cpu_kernel_schemas_follow_the_declaration(declared):
     backward = getattr(ops, f"{declared.name}_bwd").default._schema
     assert [(a.name, str(a.type)) for a in forward.arguments] == arguments
     assert [(a.name, str(a.type)) for a in backward.arguments] == [
-        ("grad_out", "Tensor"), ("delta", "Tensor"), ("lse", "Tensor")] + arguments
+        ("grad_out", "Tensor"), ("out", "Tensor"), ("grad_lse", "Optional[Tensor]"), ("lse", "Tensor")] + arguments
