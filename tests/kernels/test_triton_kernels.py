@@ -12,7 +12,7 @@ import torch
 import tempattn
 from tests.conftest import TARGETS
 
-TRITON = [t for t in TARGETS if t.backend == "triton"]
+TRITON = [t for t in TARGETS if t.backend == "triton" and t.unavailable is None]
 pytestmark = [pytest.mark.skipif(not TRITON, reason="the triton backend needs TRITON_INTERPRET=1 or a GPU"),
               pytest.mark.filterwarnings("ignore::RuntimeWarning")]
 DEVICE = TRITON[0].device if TRITON else "cpu"
