@@ -194,7 +194,7 @@ def _compile(spec: Spec):
         if spec.kernel == "fwd":
             extra = dict(out=torch.empty_like(q), lse=torch.empty(B, H, Tq))
         else:
-            grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), lse=torch.zeros(B, H, Tq))
+            grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), norm=torch.zeros(B, H, Tq, 2))
             if spec.kernel == "dkdv":
                 extra = dict(grads, outputs=(torch.empty_like(k), torch.empty_like(v),
                                              torch.empty(B, H, Tk) if kw["key_bias"] is not None else None))

@@ -285,13 +285,13 @@ def attention_fwd_kernel(
 # ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
+def _probabilities(s, ok, b_shift, b_inv_sum, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
                    DROPOUT: tl.constexpr, PRECISION: tl.constexpr):
-    """(P after dropout, dS) of a tile from its base-2 scores and the rows' base-2 log-sum-exp
-    (``_lse2``); both 0 where not ``ok``. A NaN row (NaN lse or delta) or a non-finite dO / v gives
+    """(P after dropout, dS) of a tile from its base-2 scores and the rows' normalisation
+    (``_row_norm``); both 0 where not ``ok``. A NaN row (NaN lse or delta) or a non-finite dO / v gives
     NaN P / dS on the admissible entries only (dP's column j depends on v_j alone).
     """
-    b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+    b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
     b_dp = tl.dot(b_do, tl.trans(b_v), input_precision=PRECISION)
     b_pd = b_p
     if DROPOUT:
@@ -302,14 +302,69 @@ def _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, 
 
 
 @triton.jit
-def _lse2(LSE_BH, o_m, Tq):
-    """The rows' saved lse in base 2; empty rows (lse = -inf, every s is -inf) read 0 so that P stays 0."""
-    b_lse = tl.load(LSE_BH + o_m, mask=o_m < Tq, other=0.0)
-    return tl.where(b_lse == float("-inf"), 0.0, b_lse * LOG2E)
+def _row_norm(NORM_BH, o_m, Tq):
+    """The rows' (shift, 1 / sum) in base 2, written by ``attention_row_norm_kernel``: P = exp2(s - shift) / sum."""
+    b_shift = tl.load(NORM_BH + 2 * o_m, mask=o_m < Tq, other=0.0)
+    b_inv_sum = tl.load(NORM_BH + 2 * o_m + 1, mask=o_m < Tq, other=1.0)
+    return b_shift, b_inv_sum
+
+
+# float32 cannot hold row_max + log(row_sum) of a row whose |lse| is this large to about 2^-14 (its
+# ulp is 2^-13 at 1024, 64 at 1e9): every key at an additive -1e4 / -1e9, or a huge scale. P recomputed as
+# exp(s - lse) from such an lse would be off by the rounding of lse, a factor up to the number of tied
+# keys; those rows get their max and sum again (csrc/common/score_math.h has the same rule).
+COARSE_LSE: tl.constexpr = tl.constexpr(1024.0)
+
+
+@triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window"])
+def attention_row_norm_kernel(
+    Q, K, LSE, NORM, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+    H, Tq, Tk, D, R, window, scale, log_eps,
+    MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    """NORM (B, H, Tq, 2): each query row's base-2 (shift, 1 / sum), with which the backward recomputes
+    P = exp2(s - shift) / sum. An ordinary row takes (lse * log2(e), 1), an empty one (0, 1); a row whose
+    finite |lse| is at least COARSE_LSE takes the max and sum of its scores again, from a pass over its
+    keys. A tile without such a row reads lse only: no host sync, and ordinary inputs pay one cheap launch.
+    """
+    i_m, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
+    o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    b_lse = tl.load(LSE + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
+    shift = tl.where(b_lse == float("-inf"), 0.0, b_lse * LOG2E)
+    inv_sum = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
+    coarse = (tl.abs(b_lse) >= COARSE_LSE) & (tl.abs(b_lse) < float("inf"))  # NaN: False
+    if tl.max(coarse.to(tl.int32), 0) > 0:
+        p_m = o_m + (Tk - Tq)
+        b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
+        K_BH = K + i_b64 * stride_kb + i_h64 * stride_kh
+        VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        lo, _, _, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
+        for n0 in range(lo, hi, BLOCK_N):  # every mask on every tile: a rare path, kept small
+            o_n = n0 + tl.arange(0, BLOCK_N)
+            b_k = _tile(K_BH, o_n, tl.arange(0, HEAD_DIM), stride_kn, Tk, D)
+            s, _ = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale * LOG2E, VALID_ROW, KB_ROW, PARAM_0,
+                           PARAM_1, TIMES_ROW, R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS,
+                           HAS_TIMES, HAS_EPS, PRECISION)
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+            l_i = l_i * tl.math.exp2(m_i - m_use) + tl.sum(tl.math.exp2(s - m_use[:, None]), 1)
+            m_i = m_new
+        shift = tl.where(coarse, m_i, shift)
+        inv_sum = tl.where(coarse, 1.0 / l_i, inv_sum)
+    NORM_BH = NORM + i_bh64 * Tq * 2
+    tl.store(NORM_BH + 2 * o_m, shift, mask=o_m < Tq)
+    tl.store(NORM_BH + 2 * o_m + 1, inv_sum, mask=o_m < Tq)
 
 
 @triton.jit
-def _dkdv_tile(m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+def _dkdv_tile(m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
                R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
                TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
                HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
@@ -320,18 +375,18 @@ def _dkdv_tile(m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_do
     p_m = o_m + (Tk - Tq)
     b_q = _tile(Q_BH, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
     b_do = _tile(DO_BH, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
-    b_lse2 = _lse2(LSE_BH, o_m, Tq)
+    b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
     b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
     s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
                     R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, PRECISION)
-    b_pd, b_ds = _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
-                                DROPOUT, PRECISION)
+    b_pd, b_ds = _probabilities(s, ok, b_shift, b_inv_sum, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr,
+                                drop_scale, DROPOUT, PRECISION)
     return b_q, b_do, b_pd, b_ds, ok
 
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dkdv_kernel(
-    Q, K, V, DO, LSE, DELTA, DK, DV, DKB, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, DO, NORM, DELTA, DK, DV, DKB, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
@@ -353,7 +408,7 @@ def attention_bwd_dkdv_kernel(
     b_k = _tile(K + i_b64 * stride_kb + i_h64 * stride_kh, o_n, o_d, stride_kn, Tk, D)
     b_v = _tile(V + i_b64 * stride_vb + i_h64 * stride_vh, o_n, o_dv, stride_vn, Tk, DV_DIM)
     Q_BH, DO_BH = Q + i_b64 * stride_qb + i_h64 * stride_qh, DO + i_b64 * stride_dob + i_h64 * stride_doh
-    LSE_BH, DELTA_BH = LSE + i_bh64 * Tq, DELTA + i_bh64 * Tq
+    NORM_BH, DELTA_BH = NORM + i_bh64 * Tq * 2, DELTA + i_bh64 * Tq
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
     qk_scale = scale * LOG2E
 
@@ -364,7 +419,7 @@ def attention_bwd_dkdv_kernel(
     if CAUSAL:
         for m0 in range(lo, b, BLOCK_M):  # on the diagonal: causal mask
             b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-                m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+                m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
                 R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
                 TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
                 BLOCK_M, HEAD_DIM, HEAD_DIM_V)
@@ -374,7 +429,7 @@ def attention_bwd_dkdv_kernel(
                 dkb += tl.sum(b_ds, 0)
     for m0 in range(b, c, BLOCK_M):  # admitted whole: no mask but the bounds and the key mask
         b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-            m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+            m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
             R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
             TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
             BLOCK_M, HEAD_DIM, HEAD_DIM_V)
@@ -385,7 +440,7 @@ def attention_bwd_dkdv_kernel(
     if WINDOWED:
         for m0 in range(c, hi, BLOCK_M):  # across the window's edge: window mask
             b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-                m0, b_k, b_v, Q_BH, DO_BH, LSE_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
+                m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
                 R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
                 TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
                 BLOCK_M, HEAD_DIM, HEAD_DIM_V)
@@ -402,7 +457,7 @@ def attention_bwd_dkdv_kernel(
         # a non-finite q / dO (or a NaN row): redo dK and dV with the non-finite values kept to the keys
         # that admit them
         _dkdv_exact(i_n * BLOCK_N, lo, hi, K + i_b64 * stride_kb + i_h64 * stride_kh,
-                    V + i_b64 * stride_vb + i_h64 * stride_vh, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV_BH,
+                    V + i_b64 * stride_vb + i_h64 * stride_vh, Q_BH, DO_BH, NORM_BH, DELTA_BH, DK_BH, DV_BH,
                     stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
                     qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
                     MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
@@ -410,7 +465,7 @@ def attention_bwd_dkdv_kernel(
 
 
 @triton.jit
-def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV_BH, stride_qm, stride_kn, stride_vn,
+def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, NORM_BH, DELTA_BH, DK_BH, DV_BH, stride_qm, stride_kn, stride_vn,
                 stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr,
                 drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr,
                 CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -430,12 +485,12 @@ def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV
             p_m = o_m + (Tk - Tq)
             b_q = _tile(Q_BH, o_m, o_d, stride_qm, Tq, D).to(tl.float32)
             b_do = _tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM).to(tl.float32)
-            b_lse2 = _lse2(LSE_BH, o_m, Tq)
+            b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
             b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
             s = tl.sum(b_q * b_k[None, :], 1)[:, None] * qk_scale
             s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
                             window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
-            b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+            b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
             b_dp = tl.sum(b_do * b_v[None, :], 1)[:, None]
             b_pd = b_p
             if DROPOUT:
@@ -450,9 +505,9 @@ def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, LSE_BH, DELTA_BH, DK_BH, DV
 
 
 @triton.jit
-def _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM,
-             R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-             MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+def _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
+             Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+             PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
              HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
              HEAD_DIM_V: tl.constexpr):
@@ -462,14 +517,14 @@ def _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o
     b_v = _tile(V_BH, o_n, tl.arange(0, HEAD_DIM_V), stride_vn, Tk, DV_DIM)
     s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
                     R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, PRECISION)
-    _, b_ds = _probabilities(s, ok, b_lse2, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr, drop_scale,
-                             DROPOUT, PRECISION)
+    _, b_ds = _probabilities(s, ok, b_shift, b_inv_sum, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr,
+                             drop_scale, DROPOUT, PRECISION)
     return b_k, b_ds, ok, o_n
 
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dq_kernel(
-    Q, K, V, DO, LSE, DELTA, DQ, PARTIAL_0, PARTIAL_1, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, DO, NORM, DELTA, DQ, PARTIAL_0, PARTIAL_1, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
@@ -491,7 +546,7 @@ def attention_bwd_dq_kernel(
     o_d = tl.arange(0, HEAD_DIM)
     b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, o_d, stride_qm, Tq, D)
     b_do = _tile(DO + i_b64 * stride_dob + i_h64 * stride_doh, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
-    b_lse2 = _lse2(LSE + i_bh64 * Tq, o_m, Tq)
+    b_shift, b_inv_sum = _row_norm(NORM + i_bh64 * Tq * 2, o_m, Tq)
     b_delta = tl.load(DELTA + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
     K_BH, V_BH = K + i_b64 * stride_kb + i_h64 * stride_kh, V + i_b64 * stride_vb + i_h64 * stride_vh
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
@@ -505,30 +560,30 @@ def attention_bwd_dq_kernel(
     lo, a, b, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
     if WINDOWED:
         for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
-            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
-                                         i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
-                                         drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, False,
-                                         True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
-                                         BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
+                                         stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                         log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                         TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                                         DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
             dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
             g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
                                Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
     for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
-        b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
-                                     i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
-                                     drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, False,
-                                     False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+        b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
+                                     stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps,
+                                     seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD,
+                                     S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
                                      BLOCK_N, HEAD_DIM, HEAD_DIM_V)
         dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
         g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
                            Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
     if CAUSAL:
         for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
-            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_lse2, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m,
-                                         i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr,
-                                         drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, True,
-                                         WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
-                                         BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
+                                         stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                         log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                         TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                                         DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
             dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
             g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
                                Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
@@ -537,7 +592,7 @@ def attention_bwd_dq_kernel(
     if _has_non_finite(dq):
         # a non-finite k (or a NaN row): redo dQ with the non-finite values kept to the rows that admit them
         _dq_exact(i_m * BLOCK_M, lo, hi, Q + i_b64 * stride_qb + i_h64 * stride_qh,
-                  DO + i_b64 * stride_dob + i_h64 * stride_doh, K_BH, V_BH, LSE + i_bh64 * Tq, DELTA + i_bh64 * Tq,
+                  DO + i_b64 * stride_dob + i_h64 * stride_doh, K_BH, V_BH, NORM + i_bh64 * Tq * 2, DELTA + i_bh64 * Tq,
                   DQ_BH, stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
                   qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD,
                   S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
@@ -547,12 +602,12 @@ def attention_bwd_dq_kernel(
 
 
 @triton.jit
-def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, LSE_BH, DELTA_BH, DQ_BH, stride_qm, stride_kn, stride_vn, stride_dom,
-              i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
-              KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
-              WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr,
-              HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-              HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, NORM_BH, DELTA_BH, DQ_BH, stride_qm, stride_kn, stride_vn,
+              stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr,
+              drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr,
+              CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
     """dQ of query tile m0 again, one row at a time: dq_i = scale * sum over the admissible j of dS_ij k_j,
     with IEEE products (see ``_fwd_exact``)."""
     o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
@@ -561,7 +616,7 @@ def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, LSE_BH, DELTA_BH, DQ_BH, stri
         p_m = o_m + (Tk - Tq)
         b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
         b_do = tl.reshape(_tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
-        b_lse2 = _lse2(LSE_BH, o_m, Tq)
+        b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
         b_delta = tl.load(DELTA_BH + o_m)
         dq = tl.zeros([HEAD_DIM], dtype=tl.float32)
         for n0 in range(lo, hi, BLOCK_N):
@@ -571,7 +626,7 @@ def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, LSE_BH, DELTA_BH, DQ_BH, stri
             s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
             s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
                             window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
-            b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+            b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
             b_dp = tl.sum(b_v * b_do[None, :], 1)[None, :]
             if DROPOUT:
                 b_dp = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_dp * drop_scale, 0.0)

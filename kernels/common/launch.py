@@ -12,7 +12,7 @@ import torch
 import triton
 
 from . import configs as C
-from .core import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel
+from .core import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel, attention_row_norm_kernel
 from .score_mods import MOD_DECAY, MOD_NONE, MOD_RELPOS
 
 
@@ -101,12 +101,13 @@ def _launch_kw(kernel: str, config: C.Config, constexprs: dict) -> dict:
                 num_stages=config.num_stages)
 
 
-def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, lse=None, out=None,
+def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, lse=None, norm=None, out=None,
          outputs=None, **kw):
     """(kernel fn, grid, positional args, keyword args) of one launch of ``kernel`` with ``config``.
 
-    fwd: ``out``, ``lse`` are written; dkdv: ``outputs`` = (dk, dv, dkb or None); dq: ``outputs`` =
-    (dq, partial_0 or None, partial_1 or None). ``kw``: the operator's arguments (see ``_common``)."""
+    fwd: ``out``, ``lse`` are written; norm: ``norm`` (B, H, Tq, 2) is written from ``lse``; dkdv:
+    ``outputs`` = (dk, dv, dkb or None); dq: ``outputs`` = (dq, partial_0 or None, partial_1 or None).
+    ``kw``: the operator's arguments (see ``_common``)."""
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     _, pointers, scalars, constexprs = _common(q, k, v, **kw)
@@ -114,9 +115,14 @@ def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, l
         args = [q, k, v, out, lse, *pointers, *_strides(q, k, v, out), *scalars, _bucket(Tq), _bucket(Tk)]
         grid = (triton.cdiv(Tq, config.block_m), B * H)
         return attention_fwd_kernel, grid, args, _launch_kw("fwd", config, constexprs)
+    if kernel == "norm":  # the scalars and constexprs of the score, without v's and dropout's
+        args = [q, k, lse, norm, *pointers, *_strides(q, k), *scalars[:4], *scalars[5:9]]
+        kwargs = {name: value for name, value in _launch_kw("dq", config, constexprs).items()
+                  if name not in ("DROPOUT", "HEAD_DIM_V")}
+        return attention_row_norm_kernel, (triton.cdiv(Tq, config.block_m), B * H), args, kwargs
     if kernel == "dkdv":
         dk, dv, dkb = outputs
-        args = [q, k, v, grad_out, lse, delta, dk, dv, dkb if dkb is not None else delta, *pointers,
+        args = [q, k, v, grad_out, norm, delta, dk, dv, dkb if dkb is not None else delta, *pointers,
                 *_strides(q, k, v, grad_out), *scalars]
         grid = (triton.cdiv(Tk, config.block_n), B * H)
         return attention_bwd_dkdv_kernel, grid, args, _launch_kw("dkdv", config, constexprs)
@@ -124,7 +130,7 @@ def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, l
     if constexprs["MOD"] == MOD_RELPOS.value and config.block_m > config.block_n:
         raise ValueError(f"relpos dQ needs BLOCK_M <= BLOCK_N, got {config}")
     s_pad = max(2, triton.next_power_of_2(constexprs["S"])) if constexprs["MOD"] == MOD_DECAY.value else 1
-    args = [q, k, v, grad_out, lse, delta, dq, p0 if p0 is not None else delta, p1 if p1 is not None else delta,
+    args = [q, k, v, grad_out, norm, delta, dq, p0 if p0 is not None else delta, p1 if p1 is not None else delta,
             *pointers, *_strides(q, k, v, grad_out), *scalars]
     grid = (triton.cdiv(Tq, config.block_m), B * H)
     return attention_bwd_dq_kernel, grid, args, dict(_launch_kw("dq", config, constexprs), S_PAD=s_pad)
@@ -208,10 +214,13 @@ def attention_backward(grad_out, delta, lse, q, k, v, **kw):
                 for _ in range(modifier.partials)]
     partials += [None] * (2 - len(partials))
     delta = delta.float().contiguous()
-    fn, grid, args, kwargs = plan("dkdv", cfg_kv, q, k, v, grad_out=grad_out, delta=delta, lse=lse,
+    norm = torch.empty((B, H, Tq, 2), device=q.device, dtype=torch.float32)
+    fn, grid, args, kwargs = plan("norm", cfg_q, q, k, v, lse=lse, norm=norm, **kw)
+    fn[grid](*args, **kwargs)
+    fn, grid, args, kwargs = plan("dkdv", cfg_kv, q, k, v, grad_out=grad_out, delta=delta, norm=norm,
                                   outputs=(dk, dv, dkb), **kw)
     fn[grid](*args, **kwargs)
-    fn, grid, args, kwargs = plan("dq", cfg_q, q, k, v, grad_out=grad_out, delta=delta, lse=lse,
+    fn, grid, args, kwargs = plan("dq", cfg_q, q, k, v, grad_out=grad_out, delta=delta, norm=norm,
                                   outputs=(dq, *partials), **kw)
     fn[grid](*args, **kwargs)
     return (dq, dk, dv, dkb, *partials)

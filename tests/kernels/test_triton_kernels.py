@@ -11,6 +11,7 @@ import torch
 
 import tempattn
 from tests.conftest import TARGETS
+from tests.ops import coarse_lse
 
 TRITON = [t for t in TARGETS if t.backend == "triton" and t.unavailable is None]
 pytestmark = [pytest.mark.skipif(not TRITON, reason="the triton backend needs TRITON_INTERPRET=1 or a GPU"),
@@ -126,3 +127,11 @@ def test_triton_exact_pass_keeps_non_finite_inputs_to_their_rows(where):
     want = torch.zeros(T, dtype=torch.bool)
     want[j if where == "q" else slice(j, None)] = True
     assert torch.equal(bad.cpu(), want)
+
+
+# The backward's row-norm prepass (attention_row_norm_kernel) renormalises rows whose float32 lse is coarse.
+@pytest.mark.parametrize("bias", coarse_lse.BIASES)
+@pytest.mark.parametrize("op", coarse_lse.OPS)
+def test_triton_gradients_of_rows_with_every_key_biased_match_the_float32_formula(op, bias):
+    with torch.device(DEVICE):
+        coarse_lse.assert_gradients_match_the_float32_formula(op, bias, "triton")
