@@ -66,6 +66,7 @@ KERNEL_SOURCES = sorted((ROOT / "kernels" / "common").glob("*.py"))
 HEAD_DIMS = (16, 32, 64, 128, 256)
 ODD_HEAD_DIM = 72
 ARCHS = (80, 90)
+ROW_NORM = "norm"  # launch.plan's name of the backward's row-norm prepass (attention_row_norm_kernel)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ def specs(archs=ARCHS):
         cands = C.candidates(kernel, arch, dtype, hd, hd, op, dropout=variant == "all")
         for i, c in enumerate(cands):
             out.append(Spec(kernel, op, variant, dtype, d, arch, str(c), default=i == 0))
+            if kernel == "dq":  # the backward's row-norm prepass is launched with the dQ configuration
+                out.append(Spec(ROW_NORM, op, variant, dtype, d, arch, str(c), default=i == 0))
 
     for arch in archs:
         for kernel in C.KERNELS:
@@ -193,6 +196,8 @@ def _compile(spec: Spec):
         extra = {}
         if spec.kernel == "fwd":
             extra = dict(out=torch.empty_like(q), lse=torch.empty(B, H, Tq))
+        elif spec.kernel == ROW_NORM:
+            extra = dict(lse=torch.zeros(B, H, Tq), norm=torch.empty(B, H, Tq, 2))
         else:
             grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), norm=torch.zeros(B, H, Tq, 2))
             if spec.kernel == "dkdv":
@@ -205,7 +210,9 @@ def _compile(spec: Spec):
                 p = [torch.zeros(B, H, n, width) for _ in range(parts)] + [None] * (2 - parts)
                 extra = dict(grads, outputs=(torch.empty_like(q), *p))
         fn, _, args, kwargs = L.plan(spec.kernel, config, q, k, v, **extra, **kw)
-        res.shared_estimate = C.smem_estimate(spec.kernel, config, spec.dtype, L.padded(D), L.padded(v.shape[3]),
+        # the row-norm prepass stages a subset of what dQ does (q and K, no V): dQ's estimate bounds it
+        estimated = "dq" if spec.kernel == ROW_NORM else spec.kernel
+        res.shared_estimate = C.smem_estimate(estimated, config, spec.dtype, L.padded(D), L.padded(v.shape[3]),
                                               spec.arch, spec.op)
 
         target = GPUTarget("cuda", spec.arch, 32)

@@ -349,9 +349,9 @@ def attention_row_norm_kernel(
         for n0 in range(lo, hi, BLOCK_N):  # every mask on every tile: a rare path, kept small
             o_n = n0 + tl.arange(0, BLOCK_N)
             b_k = _tile(K_BH, o_n, tl.arange(0, HEAD_DIM), stride_kn, Tk, D)
-            s, _ = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale * LOG2E, VALID_ROW, KB_ROW, PARAM_0,
-                           PARAM_1, TIMES_ROW, R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS,
-                           HAS_TIMES, HAS_EPS, PRECISION)
+            s = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, scale * LOG2E, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                        TIMES_ROW, R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES,
+                        HAS_EPS, PRECISION)[0]
             m_new = tl.maximum(m_i, tl.max(s, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
             l_i = l_i * tl.math.exp2(m_i - m_use) + tl.sum(tl.math.exp2(s - m_use[:, None]), 1)
