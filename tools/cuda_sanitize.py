@@ -1,16 +1,17 @@
 """A small case of each operator, forward and backward, on backend "cuda": the workload that
 .ci/gpu-check runs under `compute-sanitizer --tool memcheck` and `--tool racecheck`.
 
-Covers every kernel family (SIMT float32, tensor-core float16 / bfloat16 forward, the dK/dV and dQ
-passes), a non-multiple-of-tile shape, padding, key bias, dropout, windows and timestamps, a head dim
-per bucket, and a non-finite value of V (the tensor-core forward's fallback path).
+Covers every kernel family (SIMT float32, tensor-core float16 / bfloat16 forward and backward, the
+dK/dV and dQ passes, the row-norm prepass), shapes of several 64-key blocks that are not multiples of
+any tile, padding, key bias, dropout, windows and timestamps, a head dim per bucket, and a non-finite
+value of V (the tensor-core forward's fallback path and the backward's exact SIMT redo).
 """
 import torch
 
 import tempattn
 
 
-def _run(op, dtype, D, Dv, Tq=37, Tk=53):
+def _run(op, dtype, D, Dv, Tq=77, Tk=139):
     g = torch.Generator(device="cuda").manual_seed(0)
     B, H = 2, 3
     q = torch.randn(B, H, Tq, D, device="cuda", dtype=dtype, generator=g, requires_grad=True)

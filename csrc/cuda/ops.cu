@@ -3,9 +3,11 @@
 // gradients' per-row partials. Registered for the CUDA dispatch key of the tempattn_C ops whose
 // schemas csrc/cpu/bindings.cpp defines (the same schemas as the CPU kernels).
 #include <ATen/ATen.h>
+#include <torch/library.h>
+#if !defined(TEMPATTN_CUDA_EMULATION)
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
-#include <torch/library.h>
+#endif
 
 #include <cstdlib>
 #include <optional>
@@ -21,6 +23,43 @@
 namespace tempattn::cuda {
 namespace {
 
+// ------------------------------------------------------------------------------- the device
+// Everything this file asks of the CUDA runtime. tests/cuda_emulation compiles this file with the
+// kernels for the host and runs them on CPU tensors by its emulator: there, tensors stay on the CPU,
+// the stream is a placeholder and the TEMPATTN_CUDA_SIMT switch is read at every call (the tests
+// flip it).
+#if defined(TEMPATTN_CUDA_EMULATION)
+constexpr const char* kDeviceName = "CPU (the CUDA emulator)";
+bool on_kernel_device(const at::Tensor& t) { return t.is_cpu(); }
+struct DeviceScope {
+  explicit DeviceScope(const at::Tensor&) {}
+  cudaStream_t stream() const { return nullptr; }
+};
+void check_launch() {}
+bool simt_only() {
+  const char* env = std::getenv("TEMPATTN_CUDA_SIMT");
+  return env != nullptr && std::string(env) == "1";
+}
+#else
+constexpr const char* kDeviceName = "CUDA";
+bool on_kernel_device(const at::Tensor& t) { return t.is_cuda(); }
+struct DeviceScope {
+  c10::cuda::CUDAGuard guard;
+  explicit DeviceScope(const at::Tensor& q) : guard(q.device()) {}
+  cudaStream_t stream() const { return at::cuda::getCurrentCUDAStream(); }
+};
+void check_launch() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
+// TEMPATTN_CUDA_SIMT=1 runs the SIMT kernels for float16 / bfloat16 too (read once): the reference
+// the tensor-core forward and backward are compared with on a GPU.
+bool simt_only() {
+  static const bool value = [] {
+    const char* env = std::getenv("TEMPATTN_CUDA_SIMT");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return value;
+}
+#endif
+
 // ------------------------------------------------------------------------------------ checks
 void check_cuda(const char* op, const char* name, const at::Tensor& t, const at::Tensor& q) {
   TORCH_CHECK(t.device() == q.device(), op, ": `", name, "` must be on q's device ", q.device(), ", got ", t.device());
@@ -28,7 +67,7 @@ void check_cuda(const char* op, const char* name, const at::Tensor& t, const at:
 
 // q (B, H, Tq, D), k (B, H, Tk, D), v (B, H, Tk, Dv): float16, bfloat16 or float32, last dim stride 1.
 void check_qkv(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  TORCH_CHECK(q.is_cuda(), op, ": `q` must be a CUDA tensor, got device ", q.device());
+  TORCH_CHECK(on_kernel_device(q), op, ": `q` must be a ", kDeviceName, " tensor, got device ", q.device());
   const auto dtype = q.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
               ": the cuda backend takes float16, bfloat16 or float32 `q`, got ", dtype,
@@ -139,26 +178,16 @@ int head_dim_bucket(const ForwardParams& p) {
   return d <= 64 ? 64 : d <= 128 ? 128 : 256;
 }
 
-// TEMPATTN_CUDA_SIMT=1 runs the SIMT forward for float16 / bfloat16 too (read once): the reference
-// the tensor-core forward is compared with on a GPU.
-bool simt_only() {
-  static const bool value = [] {
-    const char* env = std::getenv("TEMPATTN_CUDA_SIMT");
-    return env != nullptr && std::string(env) == "1";
-  }();
-  return value;
-}
-
 // The forward: the tensor-core kernels for float16 / bfloat16, the SIMT ones for float32 (IEEE
 // float32 products, as the contract asks without TF32).
 std::tuple<at::Tensor, at::Tensor> run_forward(const Call& c, const ModParams& mod) {
-  const c10::cuda::CUDAGuard guard(c.q.device());
+  const DeviceScope device(c.q);
   at::Tensor out = at::empty({c.q.size(0), c.q.size(1), c.q.size(2), c.v.size(3)}, c.q.options());
   at::Tensor lse = at::empty({c.q.size(0), c.q.size(1), c.q.size(2)}, c.q.options().dtype(at::kFloat));
   ForwardParams p = forward_params(c);
   p.out = out.mutable_data_ptr();
   p.lse = lse.mutable_data_ptr<float>();
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  const cudaStream_t stream = device.stream();
   const Dtype dtype = dtype_of(c.q);
   if (dtype != Dtype::kFloat32 && !simt_only()) {
     switch (head_dim_bucket(p)) {
@@ -173,7 +202,7 @@ std::tuple<at::Tensor, at::Tensor> run_forward(const Call& c, const ModParams& m
       default: simt_forward<256>(p, mod, dtype, stream); break;
     }
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  check_launch();
   return {out, lse};
 }
 
@@ -191,9 +220,10 @@ struct Grads {
 
 Grads run_backward(const Call& c, const at::Tensor& grad_out, const at::Tensor& delta, const at::Tensor& lse,
                    const ModParams& mod) {
-  const c10::cuda::CUDAGuard guard(c.q.device());
+  const DeviceScope device(c.q);
   Grads g;
-  // Every row of every output is written by exactly one warp: no zeroing needed.
+  // Every row of every output is written by exactly one warp (of the tensor-core pass or of its
+  // SIMT redo): no zeroing needed.
   g.dq = at::empty(c.q.sizes(), c.q.options());
   g.dk = at::empty(c.k.sizes(), c.q.options());
   g.dv = at::empty(c.v.sizes(), c.q.options());
@@ -211,13 +241,28 @@ Grads run_backward(const Call& c, const at::Tensor& grad_out, const at::Tensor& 
   bw.dk = g.dk.mutable_data_ptr();
   bw.dv = g.dv.mutable_data_ptr();
   bw.dkey_bias = g.dkey_bias.defined() ? g.dkey_bias.mutable_data_ptr<float>() : nullptr;
-  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  switch (head_dim_bucket(p)) {
-    case 64: simt_backward<64>(p, bw, mod, dtype_of(c.q), stream); break;
-    case 128: simt_backward<128>(p, bw, mod, dtype_of(c.q), stream); break;
-    default: simt_backward<256>(p, bw, mod, dtype_of(c.q), stream); break;
+  const cudaStream_t stream = device.stream();
+  const Dtype dtype = dtype_of(c.q);
+  const int bucket = head_dim_bucket(p);
+  if (dtype != Dtype::kFloat32 && bucket <= 128 && !simt_only()) {
+    // One flag per block of the tensor-core passes, each written by its block (no zeroing).
+    const auto flag_options = c.q.options().dtype(at::kInt);
+    const at::Tensor key_flags = at::empty({p.B * p.H, (p.Tk + kMmaBackwardKeys - 1) / kMmaBackwardKeys}, flag_options);
+    const at::Tensor row_flags = at::empty({p.B * p.H, (p.Tq + kMmaBackwardRows - 1) / kMmaBackwardRows}, flag_options);
+    bw.key_redo = {key_flags.mutable_data_ptr<int>(), kMmaBackwardKeys};
+    bw.row_redo = {row_flags.mutable_data_ptr<int>(), kMmaBackwardRows};
+    if (bucket == 64)
+      mma_backward<64>(p, bw, mod, dtype, stream);
+    else
+      mma_backward<128>(p, bw, mod, dtype, stream);
+  } else {
+    switch (bucket) {
+      case 64: simt_backward<64>(p, bw, mod, dtype, stream); break;
+      case 128: simt_backward<128>(p, bw, mod, dtype, stream); break;
+      default: simt_backward<256>(p, bw, mod, dtype, stream); break;
+    }
   }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  check_launch();
   return g;
 }
 
@@ -364,6 +409,7 @@ std::vector<at::Tensor> decay_attention_bwd(const at::Tensor& grad_out, const at
 }  // namespace
 }  // namespace tempattn::cuda
 
+#if !defined(TEMPATTN_CUDA_EMULATION)  // the emulated build binds these functions itself
 TORCH_LIBRARY_IMPL(tempattn_C, CUDA, m) {
   using namespace tempattn::cuda;
   m.impl("masked_sdpa_fwd", &masked_sdpa_fwd);
@@ -373,3 +419,4 @@ TORCH_LIBRARY_IMPL(tempattn_C, CUDA, m) {
   m.impl("decay_attention_fwd", &decay_attention_fwd);
   m.impl("decay_attention_bwd", &decay_attention_bwd);
 }
+#endif

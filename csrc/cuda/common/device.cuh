@@ -51,6 +51,30 @@ __device__ __forceinline__ float warp_max(float x) {
   return __shfl_sync(kFullMask, x, 0);
 }
 
+// Max and sum over the 4 lanes of a quad (the lanes holding one row's columns in a tensor-core
+// fragment); lane 4g's result for all four, so every lane of a row agrees bit for bit.
+__device__ __forceinline__ float quad_max(float x) {
+  x = common::nan_max(x, __shfl_xor_sync(kFullMask, x, 1));
+  x = common::nan_max(x, __shfl_xor_sync(kFullMask, x, 2));
+  return __shfl_sync(kFullMask, x, (threadIdx.x & 31) & ~3);
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(kFullMask, x, 1);
+  x += __shfl_xor_sync(kFullMask, x, 2);
+  return __shfl_sync(kFullMask, x, (threadIdx.x & 31) & ~3);
+}
+
+// The lanes that share one query row, for the modifiers' gradient partials (mods.cuh): the whole
+// warp in the SIMT kernels (one row per warp, a key per lane), a quad in the tensor-core ones.
+struct WarpLanes {
+  static __device__ __forceinline__ float sum(float x) { return warp_sum(x); }
+  static __device__ __forceinline__ bool leader() { return (threadIdx.x & 31) == 0; }
+};
+struct QuadLanes {
+  static __device__ __forceinline__ float sum(float x) { return quad_sum(x); }
+  static __device__ __forceinline__ bool leader() { return (threadIdx.x & 3) == 0; }
+};
+
 // Blocks of a 1-D grid over (tiles, B * H): tile index and bh of this block, tiles fastest.
 struct TileOfBlock {
   int64_t tile, bh;
@@ -58,6 +82,11 @@ struct TileOfBlock {
 __device__ __forceinline__ TileOfBlock tile_of_block(int64_t n_tiles) {
   const int64_t block = blockIdx.x;
   return {block % n_tiles, block / n_tiles};
+}
+
+// Whether the tensor-core backward flagged the block holding index t0 of (bh) (params.h, RedoFlags).
+__device__ __forceinline__ bool redo_needed(const RedoFlags& redo, int64_t bh, int64_t T, int64_t t0) {
+  return redo.flags[bh * ((T + redo.tile - 1) / redo.tile) + t0 / redo.tile] != 0;
 }
 
 // The final score of query (b, h, position pos) and key j from its dot product: scale, key bias,

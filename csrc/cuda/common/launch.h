@@ -18,4 +18,11 @@ void simt_backward(const ForwardParams& p, const BackwardParams& bw, const ModPa
 template <int kHeadDim>
 void mma_forward(const ForwardParams& p, const ModParams& mod, Dtype dtype, cudaStream_t stream);
 
+// The tensor-core backward (mma_backward.cuh), float16 and bfloat16, head-dim buckets 64 and 128;
+// bw.key_redo / bw.row_redo hold one flag per block of kMmaBackwardKeys keys / kMmaBackwardRows rows.
+constexpr int kMmaBackwardKeys = 64, kMmaBackwardRows = 64;
+template <int kHeadDim>
+void mma_backward(const ForwardParams& p, const BackwardParams& bw, const ModParams& mod, Dtype dtype,
+                  cudaStream_t stream);
+
 }  // namespace tempattn::cuda

@@ -45,29 +45,6 @@ struct MmaShape {
   static_assert(kBytes <= 48 * 1024, "static shared memory");
 };
 
-// d += a * b on the tensor cores, fp32 accumulation.
-template <typename scalar_t>
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-
-template <>
-__device__ __forceinline__ void mma_16816<c10::Half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-template <>
-__device__ __forceinline__ void mma_16816<c10::BFloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // Two floats as a 16-bit pair (lo in the low half: the lower column / row index), round to nearest.
 template <typename scalar_t>
 __device__ __forceinline__ uint32_t pack_pair(float lo, float hi);
@@ -93,6 +70,37 @@ template <>
 __device__ __forceinline__ float bits_to_float<c10::BFloat16>(uint16_t x) {
   return __bfloat162float(__ushort_as_bfloat16(x));
 }
+// d += a * b on the tensor cores, fp32 accumulation (emulated from the warp's fragments on the CPU
+// by tests/cuda_emulation).
+#if defined(TEMPATTN_CUDA_EMULATION)
+template <typename scalar_t>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  emu::mma_16816(d, a, b0, b1, [](uint16_t x) { return bits_to_float<scalar_t>(x); });
+}
+#else
+template <typename scalar_t>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+template <>
+__device__ __forceinline__ void mma_16816<c10::Half>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <>
+__device__ __forceinline__ void mma_16816<c10::BFloat16>(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif
+
 template <typename scalar_t>
 __device__ __forceinline__ bool bits_non_finite(uint16_t x) {
   constexpr uint16_t kExp = std::is_same_v<scalar_t, c10::Half> ? 0x7C00 : 0x7F80;
@@ -126,17 +134,94 @@ __device__ void stage_bits(uint16_t* dst, const Rows& src, int64_t b, int64_t h,
   if (non_finite != nullptr) *non_finite = bad;
 }
 
-// Max and sum over the 4 lanes of a quad (the lanes holding one row's columns); lane 4g's result
-// for all four, so every lane of a row agrees bit for bit.
-__device__ __forceinline__ float quad_max(float x) {
-  x = common::nan_max(x, __shfl_xor_sync(kFullMask, x, 1));
-  x = common::nan_max(x, __shfl_xor_sync(kFullMask, x, 2));
-  return __shfl_sync(kFullMask, x, (threadIdx.x & 31) & ~3);
+// The A fragments of rows [r0, r0 + 16) of a staged tile (row stride kLd), every k chunk of 16
+// columns: register r of chunk kc holds elements 2r, 2r + 1 (consecutive columns).
+template <int kKChunks, int kLd>
+__device__ __forceinline__ void load_a_fragments(uint32_t (&a)[kKChunks][4], const uint16_t* tile, int r0) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kc = 0; kc < kKChunks; ++kc) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const common::FragCoord at = common::mma_a_coord(lane, 2 * r);
+      a[kc][r] = *reinterpret_cast<const uint32_t*>(tile + (r0 + at.row) * kLd + kc * 16 + at.col);
+    }
+  }
 }
-__device__ __forceinline__ float quad_sum(float x) {
-  x += __shfl_xor_sync(kFullMask, x, 1);
-  x += __shfl_xor_sync(kFullMask, x, 2);
-  return __shfl_sync(kFullMask, x, (threadIdx.x & 31) & ~3);
+
+// acc[nt] += A X^T over the k chunks < k_steps (the rest hold zeros): A's fragments in registers,
+// X staged (n, k) row-major, B(k, n) = X[n][k], so a register's two k are consecutive in X's row.
+template <typename scalar_t, int kKChunks, int kNTiles, int kLd>
+__device__ __forceinline__ void mma_a_xt(float (&acc)[kNTiles][4], const uint32_t (&a)[kKChunks][4],
+                                         const uint16_t* x, int k_steps) {
+  const int lane = threadIdx.x & 31;
+  const common::FragCoord b_lo = common::mma_b_coord(lane, 0), b_hi = common::mma_b_coord(lane, 2);
+#pragma unroll
+  for (int kc = 0; kc < kKChunks; ++kc) {
+    if (kc >= k_steps) break;
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      const uint16_t* x_row = x + (nt * 8 + b_lo.col) * kLd + kc * 16;
+      mma_16816<scalar_t>(acc[nt], a[kc], *reinterpret_cast<const uint32_t*>(x_row + b_lo.row),
+                          *reinterpret_cast<const uint32_t*>(x_row + b_hi.row));
+    }
+  }
+}
+
+// acc[nt] += P X over the n tiles < n_tiles: P (16 rows, 8 kPTiles columns) rounded to scalar_t from
+// the accumulators of an earlier product (the m16n8k16 C layout is the A layout of the next), X
+// staged (k, n) row-major, B(k, n) = X[k][n] (its non-finite entries zeroed when `clean`).
+template <typename scalar_t, int kPTiles, int kNTiles, int kLd>
+__device__ __forceinline__ void mma_c_x(float (&acc)[kNTiles][4], const float (&pc)[kPTiles][4], const uint16_t* x,
+                                        int n_tiles, bool clean) {
+  const int lane = threadIdx.x & 31;
+  const common::FragCoord b_lo = common::mma_b_coord(lane, 0), b_hi = common::mma_b_coord(lane, 2);
+#pragma unroll
+  for (int kc = 0; kc < kPTiles / 2; ++kc) {
+    const uint32_t a[4] = {pack_pair<scalar_t>(pc[2 * kc][0], pc[2 * kc][1]),
+                           pack_pair<scalar_t>(pc[2 * kc][2], pc[2 * kc][3]),
+                           pack_pair<scalar_t>(pc[2 * kc + 1][0], pc[2 * kc + 1][1]),
+                           pack_pair<scalar_t>(pc[2 * kc + 1][2], pc[2 * kc + 1][3])};
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) {
+      if (nt >= n_tiles) break;
+      const int col = nt * 8 + b_lo.col;
+      mma_16816<scalar_t>(acc[nt], a, value_pair<scalar_t>(x, kLd, kc * 16 + b_lo.row, col, clean),
+                          value_pair<scalar_t>(x, kLd, kc * 16 + b_hi.row, col, clean));
+    }
+  }
+}
+
+template <int kTiles>
+__device__ __forceinline__ void zero_fill(float (&acc)[kTiles][4]) {
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+}
+
+// Stores this lane's accumulators of row `half` (elements 2 half, 2 half + 1), times factor, into
+// the columns < cols of out_row.
+template <typename scalar_t, int kTiles>
+__device__ __forceinline__ void store_row(scalar_t* out_row, const float (&acc)[kTiles][4], int half, int cols,
+                                          float factor) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt) {
+    for (int c = 0; c < 2; ++c) {
+      const int col = nt * 8 + common::mma_c_coord(lane, 2 * half + c).col;
+      if (col < cols) out_row[col] = static_cast<scalar_t>(acc[nt][2 * half + c] * factor);
+    }
+  }
+}
+
+// Whether any of a thread's accumulators is NaN or infinite.
+template <int kTiles>
+__device__ __forceinline__ bool any_non_finite(const float (&acc)[kTiles][4]) {
+  bool bad = false;
+#pragma unroll
+  for (int nt = 0; nt < kTiles; ++nt)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) bad = bad || !isfinite(acc[nt][c]);
+  return bad;
 }
 
 template <typename scalar_t, typename Mod, int kHeadDim>
@@ -147,14 +232,12 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
   constexpr int kKChunks = kHeadDim / 16;  // k steps of S = Q K^T
   constexpr int kSTiles = kN / 8;          // n tiles of S
   constexpr int kOTiles = kHeadDim / 8;    // n tiles of O
-  __shared__ alignas(16) unsigned char smem[Shape::kBytes];
+  __shared__ __align__(16) unsigned char smem[Shape::kBytes];
   uint16_t* k_tile = reinterpret_cast<uint16_t*>(smem);
   uint16_t* v_tile = k_tile + kN * kLd;
   float* p_tile = reinterpret_cast<float*>(Shape::kPInK ? smem : smem + 2 * Shape::kTileBytes);
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // This lane's (k, n) in the two registers of a B fragment (K^T or V).
-  const common::FragCoord b_lo = common::mma_b_coord(lane, 0), b_hi = common::mma_b_coord(lane, 2);
   const int64_t n_tiles = (p.Tq + kM - 1) / kM;
   const TileOfBlock blk = tile_of_block(n_tiles);
   const int64_t b = blk.bh / p.H, h = blk.bh % p.H, i0 = blk.tile * kM;
@@ -170,18 +253,10 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
   uint32_t q_frag[kKChunks][4];
   stage_bits<scalar_t, kThreads, kLd>(k_tile, p.q, b, h, i0, p.Tq, kM, D, nullptr);
   __syncthreads();
-#pragma unroll
-  for (int kc = 0; kc < kKChunks; ++kc) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {  // register r holds elements 2r, 2r + 1 (consecutive columns)
-      const common::FragCoord at = common::mma_a_coord(lane, 2 * r);
-      q_frag[kc][r] = *reinterpret_cast<const uint32_t*>(k_tile + (warp * 16 + at.row) * kLd + kc * 16 + at.col);
-    }
-  }
+  load_a_fragments<kKChunks, kLd>(q_frag, k_tile, warp * 16);
 
   float out[kOTiles][4];
-#pragma unroll
-  for (int nt = 0; nt < kOTiles; ++nt) out[nt][0] = out[nt][1] = out[nt][2] = out[nt][3] = 0.f;
+  zero_fill(out);
   float run_max[2] = {common::neg_infinity<float>(), common::neg_infinity<float>()};
   float part_sum[2] = {0.f, 0.f};  // this lane's share of each row's sum, reduced over the quad at the end
   const int k_steps = (D + 15) / 16, o_tiles = (Dv + 7) / 8;
@@ -198,19 +273,8 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
 
     // S = Q K^T over the k steps that hold columns < D (the rest are zeros).
     float s[kSTiles][4];
-#pragma unroll
-    for (int nt = 0; nt < kSTiles; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-#pragma unroll
-    for (int kc = 0; kc < kKChunks; ++kc) {
-      if (kc >= k_steps) break;
-#pragma unroll
-      for (int nt = 0; nt < kSTiles; ++nt) {
-        // B = K^T: element (k, n) is K[n][k], so a register's two k are consecutive in K's row.
-        const uint16_t* k_row = k_tile + (nt * 8 + b_lo.col) * kLd + kc * 16;
-        mma_16816<scalar_t>(s[nt], q_frag[kc], *reinterpret_cast<const uint32_t*>(k_row + b_lo.row),
-                            *reinterpret_cast<const uint32_t*>(k_row + b_hi.row));
-      }
-    }
+    zero_fill(s);
+    mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(s, q_frag, k_tile, k_steps);
 
     // Finish and mask the scores (shared maths), then the row rules: new max, rescale, exps.
     uint32_t admitted = 0;  // bit 4 nt + c: entry (nt, c) admissible
@@ -255,20 +319,7 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
     }
 
     // O += P V: P's A fragments from S's accumulators, V's B fragments from the staged tile.
-#pragma unroll
-    for (int kc = 0; kc < kN / 16; ++kc) {
-      const uint32_t a[4] = {pack_pair<scalar_t>(s[2 * kc][0], s[2 * kc][1]),
-                             pack_pair<scalar_t>(s[2 * kc][2], s[2 * kc][3]),
-                             pack_pair<scalar_t>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                             pack_pair<scalar_t>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-#pragma unroll
-      for (int nt = 0; nt < kOTiles; ++nt) {
-        if (nt >= o_tiles) break;
-        const int col = nt * 8 + b_lo.col;
-        mma_16816<scalar_t>(out[nt], a, value_pair<scalar_t>(v_tile, kLd, kc * 16 + b_lo.row, col, non_finite_v),
-                            value_pair<scalar_t>(v_tile, kLd, kc * 16 + b_hi.row, col, non_finite_v));
-      }
-    }
+    mma_c_x<scalar_t, kSTiles, kOTiles, kLd>(out, s, v_tile, o_tiles, non_finite_v);
     if (non_finite_v) {
       // The zeroed non-finite values' products, over the admissible (row, key) pairs only.
       __syncthreads();  // every warp is done with K: P takes its place
@@ -307,15 +358,7 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
     const int64_t i = row_i[half];
     if (i >= p.Tq) continue;
     const int64_t row = blk.bh * p.Tq + i;
-    const float out_scale = common::softmax_out_scale(sum);
-    scalar_t* out_row = static_cast<scalar_t*>(p.out) + row * Dv;
-#pragma unroll
-    for (int nt = 0; nt < kOTiles; ++nt) {
-      for (int c = 0; c < 2; ++c) {
-        const int d = nt * 8 + common::mma_c_coord(lane, 2 * half + c).col;
-        if (d < Dv) out_row[d] = static_cast<scalar_t>(out[nt][2 * half + c] * out_scale);
-      }
-    }
+    store_row(static_cast<scalar_t*>(p.out) + row * Dv, out, half, Dv, common::softmax_out_scale(sum));
     if ((lane & 3) == 0) p.lse[row] = common::softmax_lse(run_max[half], sum);  // one lane of the quad
   }
 }
@@ -331,7 +374,7 @@ __global__ void __launch_bounds__(MmaShape<kHeadDim>::kThreads, 1)
     const unsigned grid = static_cast<unsigned>((p.Tq + Shape::kM - 1) / Shape::kM * p.B * p.H);              \
     with_dtype_and_mod(dtype, m, p.Tk, [&](auto tag, auto mod) {                                               \
       if constexpr (!std::is_same_v<decltype(tag), float>)                                                     \
-        mma_forward_kernel<decltype(tag), decltype(mod), kHeadDim><<<grid, Shape::kThreads, 0, stream>>>(p, mod); \
+        TEMPATTN_LAUNCH(grid, Shape::kThreads, stream, (p, mod), mma_forward_kernel<decltype(tag), decltype(mod), kHeadDim>); \
     });                                                                                                        \
   }                                                                                                            \
   }

@@ -5,6 +5,12 @@
 
 #include <cuda_runtime.h>
 
+// kernel<<<grid, threads, 0, stream>>> args, written TEMPATTN_LAUNCH(grid, threads, stream, args, kernel) so that
+// tests/cuda_emulation can run the same launch on its CPU emulator (which defines it first).
+#ifndef TEMPATTN_LAUNCH
+#define TEMPATTN_LAUNCH(grid, threads, stream, args, ...) __VA_ARGS__<<<(grid), (threads), 0, (stream)>>> args
+#endif
+
 #include "common/band.h"
 #include "common/philox.h"
 
@@ -34,6 +40,16 @@ struct ForwardParams {
   float* lse;                      // (B, H, Tq) contiguous
 };
 
+// Blocks of the tensor-core backward (mma_backward.cuh) whose dK/dV (dQ) came out non-finite: one
+// flag per (bh, tile of `tile` keys / rows), written by every block. The SIMT kernels, launched after
+// it in their redo mode, recompute the keys (rows) of the flagged blocks exactly -- IEEE products over
+// the admissible pairs only -- and leave the others: a NaN or infinite q, k, v or dO never leaks as
+// 0 * inf into a key (row) that cannot see it, as in the SIMT, CPU and Triton kernels.
+struct RedoFlags {
+  int* flags = nullptr;  // (B * H, ceil(T / tile)) contiguous
+  int64_t tile = 1;
+};
+
 struct BackwardParams {
   Rows grad_out;                   // (B, H, Tq, Dv)
   const float* delta;              // (B, H, Tq) contiguous: rowsum(dO * O) - dlse
@@ -46,6 +62,7 @@ struct BackwardParams {
   void* dk;                        // (B, H, Tk, D)
   void* dv;                        // (B, H, Tk, Dv)
   float* dkey_bias;                // (B, H, Tk) or nullptr
+  RedoFlags key_redo, row_redo;    // the tensor-core backward's flags (unused by the SIMT backward)
 };
 
 // The modifier's parameters and, in the backward, its per-row gradient partials (zeroed by the

@@ -52,7 +52,7 @@ __device__ __forceinline__ float dot(const float* x, const Y* y, int n) {
 
 // ------------------------------------------------------------------------------------ forward
 template <typename scalar_t, typename Mod, int kHeadDim>
-__global__ void __launch_bounds__(kThreads) simt_forward_kernel(const ForwardParams p, const Mod mod) {
+__global__ void __launch_bounds__(kThreads, 4) simt_forward_kernel(const ForwardParams p, const Mod mod) {
   constexpr int kChunks = kHeadDim / 32, kTile = simt_tile<kHeadDim>(), kMaxD = kHeadDim;
   __shared__ float keys[kTile * (kMaxD + 1)], values[kTile * (kMaxD + 1)], queries[kWarps * kMaxD];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) simt_forward_kernel(const ForwardPar
 // backward's own dot one key per lane straight from global memory (no staging, no block barrier:
 // a warp of an ordinary row leaves at once), so that the row's P sums to 1 in the backward.
 template <typename scalar_t, typename Mod, int kHeadDim>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 4)
     simt_row_norm_kernel(const ForwardParams p, const BackwardParams bw, const Mod mod) {
   __shared__ float queries[kWarps * kHeadDim];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -151,9 +151,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ----------------------------------------------------------------------------------- dQ pass
-// dQ of one query row per warp, and the modifier's per-row gradient partials.
-template <typename scalar_t, typename Mod, int kHeadDim>
-__global__ void __launch_bounds__(kThreads)
+// dQ of one query row per warp, and the modifier's per-row gradient partials. kRedo: only the rows
+// of the blocks the tensor-core backward flagged (params.h, RedoFlags), dQ only (its partials, sums
+// of dS alone, are exact already).
+template <typename scalar_t, typename Mod, bool kRedo, int kHeadDim>
+__global__ void __launch_bounds__(kThreads, 4)
     simt_dq_kernel(const ForwardParams p, const BackwardParams bw, const Mod mod) {
   constexpr int kChunks = kHeadDim / 32, kTile = simt_tile<kHeadDim>(), kMaxD = kHeadDim;
   __shared__ float keys[kTile * (kMaxD + 1)], values[kTile * (kMaxD + 1)];
@@ -162,6 +164,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t n_tiles = (p.Tq + kWarps - 1) / kWarps;
   const TileOfBlock blk = tile_of_block(n_tiles);
   const int64_t b = blk.bh / p.H, h = blk.bh % p.H, i0 = blk.tile * kWarps, i = i0 + warp;
+  if (kRedo && !redo_needed(bw.row_redo, blk.bh, p.Tq, i0)) return;  // the whole block (4 | tile)
   const bool row_ok = i < p.Tq;
   const int64_t pos = p.band.position(i), row = blk.bh * p.Tq + i;
   const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
@@ -191,7 +194,7 @@ __global__ void __launch_bounds__(kThreads)
       const float dp = dot(do_row, values + lane * (kMaxD + 1), Dv);
       ds = common::score_grad(common::probability(s, norm), dp, p.dropout.factor<float>(b, h, i, j), delta);
     }
-    mod.grad(tail, row, b, h, pos, j, ok, ds, row_ok);
+    if constexpr (!kRedo) mod.template grad<WarpLanes, 1>(tail, row, b, h, pos, {j}, {ds}, ok ? 1u : 0u, row_ok);
     for (unsigned admitted = __ballot_sync(kFullMask, ok); admitted != 0; admitted &= admitted - 1) {
       const int c = __ffs(admitted) - 1;
       const float dsc = __shfl_sync(kFullMask, ds, c);
@@ -200,7 +203,7 @@ __global__ void __launch_bounds__(kThreads)
         if (lane + 32 * t < D) acc[t] = fmaf(dsc, k_row[lane + 32 * t], acc[t]);
     }
   }
-  mod.grad_finish(tail, row, row_ok);
+  if constexpr (!kRedo) mod.template grad_finish<WarpLanes>(tail, row, row_ok);
   if (!row_ok) return;
   scalar_t* dq = static_cast<scalar_t*>(bw.dq) + row * D;
   for (int t = 0; t < kChunks; ++t)
@@ -208,9 +211,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------------------------------------------------------------------- dK/dV pass
-// dK, dV and d key_bias of one key per warp, over the query rows that see the block's keys.
-template <typename scalar_t, typename Mod, int kHeadDim>
-__global__ void __launch_bounds__(kThreads)
+// dK, dV and d key_bias of one key per warp, over the query rows that see the block's keys. kRedo:
+// only the keys of the blocks the tensor-core backward flagged (params.h, RedoFlags).
+template <typename scalar_t, typename Mod, bool kRedo, int kHeadDim>
+__global__ void __launch_bounds__(kThreads, 4)
     simt_dkdv_kernel(const ForwardParams p, const BackwardParams bw, const Mod mod) {
   constexpr int kChunks = kHeadDim / 32, kTile = simt_tile<kHeadDim>(), kMaxD = kHeadDim;
   __shared__ float queries[kTile * (kMaxD + 1)], grads[kTile * (kMaxD + 1)];
@@ -220,6 +224,7 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t n_tiles = (p.Tk + kWarps - 1) / kWarps;
   const TileOfBlock blk = tile_of_block(n_tiles);
   const int64_t b = blk.bh / p.H, h = blk.bh % p.H, j0 = blk.tile * kWarps, j = j0 + warp;
+  if (kRedo && !redo_needed(bw.key_redo, blk.bh, p.Tk, j0)) return;  // the whole block (4 | tile)
   const bool key_ok = j < p.Tk && key_is_valid(p, b, j);
   const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
   float* k_row = key_rows + warp * kMaxD;
@@ -299,6 +304,18 @@ void with_dtype_and_mod(Dtype dtype, const ModParams& m, int64_t Tk, const Fn& f
   }
 }
 
+// The backward's row-norm prepass (common::RowNorm of every row), and its dK/dV and dQ passes
+// (kRedo: only the blocks the tensor-core backward flagged).
+template <typename scalar_t, typename Mod, int kHeadDim>
+void launch_row_norm(const ForwardParams& p, const BackwardParams& bw, const Mod& mod, cudaStream_t stream) {
+  TEMPATTN_LAUNCH(grid_of(p.Tq, p.B * p.H), kThreads, stream, (p, bw, mod), simt_row_norm_kernel<scalar_t, Mod, kHeadDim>);
+}
+template <typename scalar_t, typename Mod, bool kRedo, int kHeadDim>
+void launch_simt_grads(const ForwardParams& p, const BackwardParams& bw, const Mod& mod, cudaStream_t stream) {
+  TEMPATTN_LAUNCH(grid_of(p.Tk, p.B * p.H), kThreads, stream, (p, bw, mod), simt_dkdv_kernel<scalar_t, Mod, kRedo, kHeadDim>);
+  TEMPATTN_LAUNCH(grid_of(p.Tq, p.B * p.H), kThreads, stream, (p, bw, mod), simt_dq_kernel<scalar_t, Mod, kRedo, kHeadDim>);
+}
+
 }  // namespace tempattn::cuda
 
 // The definitions of one head-dim bucket's launchers (launch.h), expanded once in its own .cu file.
@@ -307,20 +324,16 @@ void with_dtype_and_mod(Dtype dtype, const ModParams& m, int64_t Tk, const Fn& f
   template <>                                                                                                  \
   void simt_forward<kHeadDim>(const ForwardParams& p, const ModParams& m, Dtype dtype, cudaStream_t stream) {   \
     with_dtype_and_mod(dtype, m, p.Tk, [&](auto tag, auto mod) {                                               \
-      simt_forward_kernel<decltype(tag), decltype(mod), kHeadDim>                                               \
-          <<<grid_of(p.Tq, p.B * p.H), kThreads, 0, stream>>>(p, mod);                                         \
+      TEMPATTN_LAUNCH(grid_of(p.Tq, p.B * p.H), kThreads, stream, (p, mod),                                    \
+                      simt_forward_kernel<decltype(tag), decltype(mod), kHeadDim>);                             \
     });                                                                                                        \
   }                                                                                                            \
   template <>                                                                                                  \
   void simt_backward<kHeadDim>(const ForwardParams& p, const BackwardParams& bw, const ModParams& m,            \
                               Dtype dtype, cudaStream_t stream) {                                              \
     with_dtype_and_mod(dtype, m, p.Tk, [&](auto tag, auto mod) {                                               \
-      simt_row_norm_kernel<decltype(tag), decltype(mod), kHeadDim>                                              \
-          <<<grid_of(p.Tq, p.B * p.H), kThreads, 0, stream>>>(p, bw, mod);                                     \
-      simt_dkdv_kernel<decltype(tag), decltype(mod), kHeadDim>                                                  \
-          <<<grid_of(p.Tk, p.B * p.H), kThreads, 0, stream>>>(p, bw, mod);                                     \
-      simt_dq_kernel<decltype(tag), decltype(mod), kHeadDim>                                                    \
-          <<<grid_of(p.Tq, p.B * p.H), kThreads, 0, stream>>>(p, bw, mod);                                     \
+      launch_row_norm<decltype(tag), decltype(mod), kHeadDim>(p, bw, mod, stream);                             \
+      launch_simt_grads<decltype(tag), decltype(mod), /*kRedo=*/false, kHeadDim>(p, bw, mod, stream);          \
     });                                                                                                        \
   }                                                                                                            \
   }
