@@ -62,6 +62,16 @@ $(CUDA_VENV)/.deps-installed:
 cuda-check: $(CUDA_VENV)/.deps-installed
 	CUDA_HOME=$(CUDA_HOME) MAX_JOBS=$${MAX_JOBS:-2} $(CUDA_VENV)/bin/python tools/cuda_check.py
 
+# The same check against torch 2.11, the GPU machines' image (torch 2.11 + triton 3.6), in .venv-cuda211. PyPI's
+# torch 2.11.0 is a CUDA 13.0 build, so the same nvcc 13.0 compiles for it; its nvidia-* runtime wheels come too
+# (about 2.6 GB in all), because `import torch` loads them. For sm_90 only by default (H100/H200, the GPU machines'
+# arch; cuda-check covers sm_80's resources): another torch changes the host headers and API the sources compile
+# against, which one arch exercises as well as two. TEMPATTN_CUDA_ARCHS="80;90" checks both.
+.PHONY: cuda-check-torch211
+cuda-check-torch211:
+	TEMPATTN_CUDA_ARCHS="$${TEMPATTN_CUDA_ARCHS:-90}" $(MAKE) --no-print-directory cuda-check \
+	  CUDA_VENV=.venv-cuda211 CUDA_TORCH=torch==2.11.0
+
 # The Triton compile gate (tools/triton_check.py): every kernel specialisation the launcher can select, compiled
 # for sm_80 and sm_90 with the ptxas that ships with triton (no GPU needed); fails on a compile error, shared memory
 # over the arch's limit, a 16-bit kernel without tensor-core instructions or a spill at D <= 128. Table in

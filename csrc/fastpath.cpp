@@ -8,6 +8,7 @@
 // message lives here, and the Python fallbacks (tempattn/ops/common/fastpath.py) must accept
 // exactly what these accept: tests/ops/test_fastpath.py compares them input by input.
 #include <Python.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/csrc/autograd/python_variable.h>
