@@ -45,6 +45,26 @@ struct MmaBackwardShape {
   static_assert(kKeys == kMmaBackwardKeys && kQRows == kMmaBackwardRows, "the flags' tiles (launch.h)");
 };
 
+// A block's place in the grid and the step counts of its head dims: the block owns tile `blk.tile`
+// of `per_block` rows (or keys) of T, starting at t0, of head blk.bh = (b, h).
+struct MmaBlock {
+  int lane, warp;
+  int64_t n_tiles;
+  TileOfBlock blk;
+  int64_t b, h, t0;
+  int D, Dv, k_steps, v_steps;  // k steps (of 16) over D and over Dv
+  __device__ MmaBlock(const ForwardParams& p, int64_t T, int per_block)
+      : lane(threadIdx.x & 31), warp(threadIdx.x >> 5), n_tiles((T + per_block - 1) / per_block),
+        blk(tile_of_block(n_tiles)), b(blk.bh / p.H), h(blk.bh % p.H), t0(blk.tile * per_block),
+        D(static_cast<int>(p.D)), Dv(static_cast<int>(p.Dv)), k_steps((D + 15) / 16), v_steps((Dv + 15) / 16) {}
+  // Records whether this block's outputs must be redone (params.h, RedoFlags); returns it.
+  __device__ bool flag_redo(const RedoFlags& redo, bool bad) const {
+    const bool any = __syncthreads_or(bad);
+    if (threadIdx.x == 0) redo.flags[blk.bh * n_tiles + blk.tile] = any ? 1 : 0;
+    return any;
+  }
+};
+
 // ------------------------------------------------------------------------------- dK/dV pass
 template <typename scalar_t, typename Mod, int kHeadDim>
 __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
@@ -58,12 +78,9 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
   __shared__ __align__(16) uint16_t q_tile[kRows * kLd], do_tile[kRows * kLd];
   __shared__ float row_shift[kRows], row_inv_sum[kRows], row_delta[kRows];
 
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n_tiles = (p.Tk + kKeys - 1) / kKeys;
-  const TileOfBlock blk = tile_of_block(n_tiles);
-  const int64_t b = blk.bh / p.H, h = blk.bh % p.H, j0 = blk.tile * kKeys;
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
-  const int k_steps = (D + 15) / 16, v_steps = (Dv + 15) / 16;
+  const MmaBlock place(p, p.Tk, kKeys);
+  const int lane = place.lane, warp = place.warp, D = place.D, Dv = place.Dv;
+  const int64_t b = place.b, h = place.h, j0 = place.t0;
   // This thread's two keys (the accumulator rows of elements 0, 1 and 2, 3).
   int64_t key_j[2];
   bool key_ok[2];
@@ -85,7 +102,7 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
     stage_bits<scalar_t, kThreads, kLd>(do_tile, bw.grad_out, b, h, i0, rows.hi, kRows, Dv, nullptr);
     if (threadIdx.x < kRows) {
       const bool in = i0 + threadIdx.x < rows.hi;
-      const int64_t row = blk.bh * p.Tq + i0 + threadIdx.x;
+      const int64_t row = place.blk.bh * p.Tq + i0 + threadIdx.x;
       row_shift[threadIdx.x] = in ? bw.row_shift[row] : 0.f;
       row_inv_sum[threadIdx.x] = in ? bw.row_inv_sum[row] : 0.f;
       row_delta[threadIdx.x] = in ? bw.delta[row] : 0.f;
@@ -100,12 +117,12 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
     {
       uint32_t k_frag[kKChunks][4];
       load_a_fragments<kKChunks, kLd>(k_frag, k_tile, warp * 16);
-      mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(s, k_frag, q_tile, k_steps);
+      mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(s, k_frag, q_tile, place.k_steps);
     }
     {
       uint32_t v_frag[kKChunks][4];
       load_a_fragments<kKChunks, kLd>(v_frag, v_tile, warp * 16);
-      mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(dp, v_frag, do_tile, v_steps);
+      mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(dp, v_frag, do_tile, place.v_steps);
     }
 
     // P^T (dropped) into s and dS^T into dp, 0 where the pair is not admissible.
@@ -134,14 +151,12 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
     mma_c_x<scalar_t, kSTiles, kOTiles, kLd>(dk, dp, q_tile, (D + 7) / 8, false);
   }
 
-  const bool redo = __syncthreads_or(any_non_finite(dk) || any_non_finite(dv));
-  if (threadIdx.x == 0) bw.key_redo.flags[blk.bh * n_tiles + blk.tile] = redo ? 1 : 0;
-  if (redo) return;  // the SIMT redo writes every output of these keys
+  if (place.flag_redo(bw.key_redo, any_non_finite(dk) || any_non_finite(dv))) return;  // the SIMT redo writes them
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const float dkey_bias = quad_sum(dkb[half]);
     if (key_j[half] >= p.Tk) continue;
-    const int64_t key = blk.bh * p.Tk + key_j[half];
+    const int64_t key = place.blk.bh * p.Tk + key_j[half];
     store_row(static_cast<scalar_t*>(bw.dk) + key * D, dk, half, D, p.scale);
     store_row(static_cast<scalar_t*>(bw.dv) + key * Dv, dv, half, Dv, 1.f);
     if (bw.dkey_bias != nullptr && (lane & 3) == 0) bw.dkey_bias[key] = dkey_bias;
@@ -162,12 +177,9 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
   uint16_t* k_tile = kv_tiles;
   uint16_t* v_tile = kv_tiles + kKeys * kLd;
 
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n_tiles = (p.Tq + kRows - 1) / kRows;
-  const TileOfBlock blk = tile_of_block(n_tiles);
-  const int64_t b = blk.bh / p.H, h = blk.bh % p.H, i0 = blk.tile * kRows;
-  const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
-  const int k_steps = (D + 15) / 16, v_steps = (Dv + 15) / 16;
+  const MmaBlock place(p, p.Tq, kRows);
+  const int lane = place.lane, warp = place.warp, D = place.D, Dv = place.Dv;
+  const int64_t b = place.b, h = place.h, i0 = place.t0;
   // This thread's two rows (accumulator elements 0, 1 and 2, 3): index, position, normalisation.
   int64_t row_i[2], row_pos[2], row[2];
   bool row_ok[2];
@@ -177,7 +189,7 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
     row_i[half] = i0 + warp * 16 + common::mma_c_coord(lane, 2 * half).row;
     row_pos[half] = p.band.position(row_i[half]);
     row_ok[half] = row_i[half] < p.Tq;
-    row[half] = blk.bh * p.Tq + row_i[half];
+    row[half] = place.blk.bh * p.Tq + row_i[half];
     norm[half] = row_ok[half] ? common::RowNorm<float>{bw.row_shift[row[half]], bw.row_inv_sum[row[half]]}
                               : common::RowNorm<float>{0.f, 0.f};
     delta[half] = row_ok[half] ? bw.delta[row[half]] : 0.f;
@@ -207,8 +219,8 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
     float s[kSTiles][4], dp[kSTiles][4];
     zero_fill(s);
     zero_fill(dp);
-    mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(s, q_frag, k_tile, k_steps);
-    mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(dp, do_frag, v_tile, v_steps);
+    mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(s, q_frag, k_tile, place.k_steps);
+    mma_a_xt<scalar_t, kKChunks, kSTiles, kLd>(dp, do_frag, v_tile, place.v_steps);
 
     // dS into s, 0 where the pair is not admissible; each row's keys and dS for the modifier.
     int64_t row_keys[2][kRowKeys];
@@ -243,9 +255,7 @@ __global__ void __launch_bounds__(MmaBackwardShape<kHeadDim>::kThreads, 1)
 #pragma unroll
   for (int half = 0; half < 2; ++half) mod.template grad_finish<QuadLanes>(tail[half], row[half], row_ok[half]);
 
-  const bool redo = __syncthreads_or(any_non_finite(dq));
-  if (threadIdx.x == 0) bw.row_redo.flags[blk.bh * n_tiles + blk.tile] = redo ? 1 : 0;
-  if (redo) return;  // the SIMT redo writes these rows' dQ
+  if (place.flag_redo(bw.row_redo, any_non_finite(dq))) return;  // the SIMT redo writes these rows' dQ
 #pragma unroll
   for (int half = 0; half < 2; ++half)
     if (row_ok[half]) store_row(static_cast<scalar_t*>(bw.dq) + row[half] * D, dq, half, D, p.scale);

@@ -1,17 +1,10 @@
-// Stand-in for cuda_fp16.h (tests/cuda_emulation): the conversions the kernels use, through c10::Half
-// (round to nearest even, as the device's _rn intrinsics).
+// Stand-in for cuda_fp16.h (tests/cuda_emulation).
 #pragma once
 
-#include <c10/util/Half.h>
+#include "stand_in_16bit.h"
 
-#include <cstdint>
-
-struct __half {
-  uint16_t x;
-};
-struct __half2 {
-  __half lo, hi;  // lo in the low 16 bits, as on the device
-};
+using __half = tempattn::emu::Scalar16<c10::Half>;
+using __half2 = tempattn::emu::Pair16<c10::Half>;
 inline __half __ushort_as_half(uint16_t x) { return {x}; }
-inline float __half2float(__half h) { return static_cast<float>(c10::Half(h.x, c10::Half::from_bits())); }
-inline __half2 __floats2half2_rn(float lo, float hi) { return {{c10::Half(lo).x}, {c10::Half(hi).x}}; }
+inline float __half2float(__half h) { return tempattn::emu::to_float(h); }
+inline __half2 __floats2half2_rn(float lo, float hi) { return tempattn::emu::pair_rn<c10::Half>(lo, hi); }
