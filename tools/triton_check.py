@@ -42,8 +42,12 @@ values or loop bounds, not code), and other alignments than the two covered.
 
 Results are cached per specialisation under --cache-dir (default ~/.cache/tempattn/triton-check), keyed on the kernel
 sources (kernels/common/*.py), this file, the Triton version and the specialisation: a warm run recompiles only what
-a change touched. A cold run compiles everything; on 2 cores that takes a few minutes (the JSON records the wall and
-the CPU seconds).
+a change touched. A cold run compiles everything: 404 specialisations, about 1,500 CPU seconds with
+triton 3.7.1 (the JSON records wall and CPU seconds, and each specialisation's seconds per compiler stage).
+Each specialisation's front end (AST -> TTIR) runs once for both archs: the sm_90 compile parses the TTIR
+that the sm_80 one generated, then runs its own TTIR passes. Specialisations with one Triton cache key are
+compiled once (the table marks the others ``same_as``). Workers are spawned, not forked: this process has
+run Triton's binder to compute those keys.
 """
 import argparse
 import concurrent.futures as futures
@@ -53,13 +57,24 @@ import importlib
 import importlib.util
 import io
 import json
+import multiprocessing
 import os
 import re
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+import resource
+
+import torch
+import triton
+from triton import knobs
+from triton._C.libtriton import ir
+from triton.backends.compiler import GPUTarget
+from triton.compiler.compiler import ASTSource, get_cache_key, make_backend
+from triton.runtime.jit import create_function_from_signature
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_SOURCES = sorted((ROOT / "kernels" / "common").glob("*.py"))
@@ -102,6 +117,9 @@ class Result:
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # this process's and its ptxas runs' CPU time: the compile's cost on an idle core
     cached: bool = False
+    kernel_hash: str = ""  # Triton's cache key of the compiled kernel
+    same_as: str = ""  # compiled once with this specialisation, whose kernel is the same (same cache key)
+    stages: dict = field(default_factory=dict)  # wall seconds per compiler stage: source (AST -> TTIR), ttir, ..., cubin
     failures: list = field(default_factory=list)
 
 
@@ -156,7 +174,6 @@ def specs(archs=ARCHS):
 
 def _operands(spec: Spec):
     """CPU stand-ins for the launcher: (q, k, v, operator kwargs)."""
-    import torch
     dt = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "tf32": torch.float32}[spec.dtype]
     odd = spec.head_dim == ODD_HEAD_DIM
     B, H, T, D = 2, 4, 200 if odd else 256, spec.head_dim
@@ -176,72 +193,127 @@ def _operands(spec: Spec):
     return q, k, v, kw
 
 
-def _compile(spec: Spec):
-    """Compile one specialisation (in a worker): a Result with ptxas's and Triton's resource numbers."""
-    import torch
-    import triton
-    from triton import knobs
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler.compiler import ASTSource, make_backend
-    from triton.runtime.jit import create_function_from_signature
+class _SharedFrontEnd(ASTSource):
+    """A Triton source whose AST -> TTIR code generation runs once for all archs of a specialisation: the
+    first compile writes the generated module (locations included) to ``ttir_path``, the others parse it back
+    (``reuse``); each then runs its arch's own TTIR passes and the rest of the pipeline. Valid because the
+    code generator reads no arch-dependent option but for fp8 dots (``supported_fp8_dtypes``,
+    ``max_num_imprecise_acc_default``), which these kernels do not have."""
+    ttir_path = None
+    reuse = False
 
+    def make_ir(self, target, options, codegen_fns, module_map, context):
+        if self.reuse:
+            module = ir.parse_mlir_module(self.ttir_path, context)
+            module.context = context  # as Triton's IRSource does: the pipeline takes the context from the module
+            return module
+        module = super().make_ir(target, options, codegen_fns, module_map, context)
+        Path(self.ttir_path).write_text(str(module))
+        return module
+
+
+def _launch(spec: Spec):
+    """(kernel fn, positional args, keyword args, shared-memory estimate) of the launcher's ``plan()`` for the
+    specialisation, with CPU stand-in tensors."""
     C, L = _launch_module()
+    q, k, v, kw = _operands(spec)
+    config = C.parse_config(spec.config)
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    extra = {}
+    if spec.kernel == "fwd":
+        extra = dict(out=torch.empty_like(q), lse=torch.empty(B, H, Tq))
+    elif spec.kernel == ROW_NORM:
+        extra = dict(lse=torch.zeros(B, H, Tq), norm=torch.empty(B, H, Tq, 2))
+    else:
+        grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), norm=torch.zeros(B, H, Tq, 2))
+        if spec.kernel == "dkdv":
+            extra = dict(grads, outputs=(torch.empty_like(k), torch.empty_like(v),
+                                         torch.empty(B, H, Tk) if kw["key_bias"] is not None else None))
+        else:
+            n = triton.cdiv(Tq, config.block_m)
+            width = kw["mod_a"].shape[1] if kw["mod_a"] is not None else 1
+            parts = {"masked_sdpa": 0, "relpos_attention": 1, "decay_attention": 2}[spec.op]
+            p = [torch.zeros(B, H, n, width) for _ in range(parts)] + [None] * (2 - parts)
+            extra = dict(grads, outputs=(torch.empty_like(q), *p))
+    fn, _, args, kwargs = L.plan(spec.kernel, config, q, k, v, **extra, **kw)
+    # the row-norm prepass stages a subset of what dQ does (q and K, no V): dQ's estimate bounds it
+    estimated = "dq" if spec.kernel == ROW_NORM else spec.kernel
+    estimate = C.smem_estimate(estimated, config, spec.dtype, L.padded(D), L.padded(v.shape[3]), spec.arch, spec.op)
+    return fn, args, kwargs, estimate
+
+
+def _source(spec: Spec):
+    """(Triton source, compile options, target, shared-memory estimate) of the specialisation: the launch's
+    arguments bound and specialised by Triton's own binder, as a launch on ``spec.arch`` would."""
+    fn, args, kwargs, estimate = _launch(spec)
+    target = GPUTarget("cuda", spec.arch, 32)
+    backend = make_backend(target)
+    binder = create_function_from_signature(fn.signature, fn.params, backend)
+    bound_args, specialization, options = binder(*args, **kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound_args, specialization, options)
+    return _SharedFrontEnd(fn, signature, constexprs, attrs), options.__dict__, target, estimate
+
+
+def _compile_key(spec: Spec):
+    """(front-end key, compile key): specialisations with the same front-end key generate the same TTIR (the
+    source hash covers the function, constexprs, signature and alignment, not the arch); with the same
+    compile key (Triton's cache key: front end, arch, options) they compile to the same kernel."""
+    src, options, target, _ = _source(spec)
+    backend = make_backend(target)
+    return src.hash(), get_cache_key(src, backend, backend.parse_options(options), env_vars={})
+
+
+def _compile_plan(pending):
+    """(groups, duplicates): the specialisations to compile, grouped by front end (one list per Triton source,
+    one specialisation per compile key), the slow ones first (wide heads, backward) so that the pool does not
+    end on one long compile; and each specialisation whose compile key another one has -> that one."""
+    compiled, groups, duplicates = {}, {}, {}
+    for spec in pending:
+        try:
+            front_end, key = _compile_key(spec)
+        except Exception:  # noqa: BLE001 - its compile fails the same way, and reports it
+            front_end, key = spec, spec
+        if key in compiled:
+            duplicates[spec] = compiled[key]
+        else:
+            compiled[key] = spec
+            groups.setdefault(front_end, []).append(spec)
+    return sorted(groups.values(), key=lambda g: (-g[0].head_dim, g[0].kernel == "fwd", g[0].dtype != "fp32")), \
+        duplicates
+
+
+def _compile_group(group):
+    """Compile specialisations that share one front end (the same kernel for several archs, in a worker):
+    their Results, the AST -> TTIR code generation run once (again only if it failed)."""
+    ttir = tempfile.NamedTemporaryFile("w", suffix=".ttir", delete=False)
+    ttir.close()
+    try:
+        return [_compile(spec, ttir.name, reuse=os.path.getsize(ttir.name) > 0) for spec in group]
+    finally:
+        os.unlink(ttir.name)
+
+
+def _compile(spec: Spec, ttir_path: str, reuse: bool):
+    """Compile one specialisation: a Result with ptxas's and Triton's resource numbers. The TTIR that the
+    front end generates is written to (``reuse``: read from) ``ttir_path``."""
     res = Result(spec)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     try:
-        q, k, v, kw = _operands(spec)
-        config = C.parse_config(spec.config)
-        B, H, Tq, D = q.shape
-        Tk = k.shape[2]
-        extra = {}
-        if spec.kernel == "fwd":
-            extra = dict(out=torch.empty_like(q), lse=torch.empty(B, H, Tq))
-        elif spec.kernel == ROW_NORM:
-            extra = dict(lse=torch.zeros(B, H, Tq), norm=torch.empty(B, H, Tq, 2))
-        else:
-            grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), norm=torch.zeros(B, H, Tq, 2))
-            if spec.kernel == "dkdv":
-                extra = dict(grads, outputs=(torch.empty_like(k), torch.empty_like(v),
-                                             torch.empty(B, H, Tk) if kw["key_bias"] is not None else None))
-            else:
-                n = triton.cdiv(Tq, config.block_m)
-                width = kw["mod_a"].shape[1] if kw["mod_a"] is not None else 1
-                parts = {"masked_sdpa": 0, "relpos_attention": 1, "decay_attention": 2}[spec.op]
-                p = [torch.zeros(B, H, n, width) for _ in range(parts)] + [None] * (2 - parts)
-                extra = dict(grads, outputs=(torch.empty_like(q), *p))
-        fn, _, args, kwargs = L.plan(spec.kernel, config, q, k, v, **extra, **kw)
-        # the row-norm prepass stages a subset of what dQ does (q and K, no V): dQ's estimate bounds it
-        estimated = "dq" if spec.kernel == ROW_NORM else spec.kernel
-        res.shared_estimate = C.smem_estimate(estimated, config, spec.dtype, L.padded(D), L.padded(v.shape[3]),
-                                              spec.arch, spec.op)
-
-        target = GPUTarget("cuda", spec.arch, 32)
-        backend = make_backend(target)
-        binder = create_function_from_signature(fn.signature, fn.params, backend)
-        bound_args, specialization, options = binder(*args, **kwargs)
-        options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound_args, specialization, options)
-        src = ASTSource(fn, signature, constexprs, attrs)
+        src, options, target, res.shared_estimate = _source(spec)
+        src.ttir_path, src.reuse = ttir_path, reuse
         log = io.StringIO()
         knobs.nvidia.dump_ptxas_log = True
+        knobs.compilation.always_compile = True  # ptxas -v runs (and reports) for every specialisation
+        knobs.compilation.listener = _stage_recorder(res)
         with contextlib.redirect_stdout(log):
-            compiled = triton.compile(src, target=target, options=options.__dict__)
-        ptxas = log.getvalue()
-        if "Used" not in ptxas:  # the same kernel compiled earlier in this process: run ptxas -v ourselves
-            ptxas = _ptxas_log(compiled.asm["ptx"], spec.arch)
-        res.registers = max(map(int, re.findall(r"Used (\d+) registers", ptxas)), default=-1)
-        for name, st, ld in re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes spill "
-                                       r"stores, (\d+) bytes spill loads", ptxas):
-            res.spill_stores += int(st)
-            res.spill_loads += int(ld)
-            if name != fn.__name__:
-                res.exact_spills += int(st)
-        res.stack = max(map(int, re.findall(r"(\d+) bytes stack frame", ptxas)), default=0)
+            compiled = triton.compile(src, target=target, options=options)
+        _read_ptxas(res, log.getvalue(), src.fn.__name__)
         res.shared = int(compiled.metadata.shared)
+        res.kernel_hash = compiled.hash[:16]
         ptx = compiled.asm["ptx"]
         res.mma = len(re.findall(r"^\s*mma\.sync", ptx, re.M))
         res.wgmma = len(re.findall(r"^\s*wgmma\.mma_async", ptx, re.M))
-        if res.registers < 0:
-            raise RuntimeError("no ptxas -v output (was the kernel taken from Triton's cache?)")
         res.ok = True
     except Exception as e:  # noqa: BLE001 - every failure is a gate failure, reported with its message
         res.error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
@@ -250,26 +322,38 @@ def _compile(spec: Spec):
     return res
 
 
+def _read_ptxas(res: Result, log: str, kernel_name: str):
+    """Registers, spills (those of the exact pass's functions apart) and stack from ptxas -v's log."""
+    registers = [int(n) for n in re.findall(r"Used (\d+) registers", log)]
+    if not registers:
+        raise RuntimeError("no ptxas -v output")
+    res.registers = max(registers)
+    for name, st, ld in re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes spill "
+                                   r"stores, (\d+) bytes spill loads", log):
+        res.spill_stores += int(st)
+        res.spill_loads += int(ld)
+        if name != kernel_name:
+            res.exact_spills += int(st)
+    res.stack = max(map(int, re.findall(r"(\d+) bytes stack frame", log)), default=0)
+
+
+def _stage_recorder(res: Result):
+    """A Triton compilation listener that keeps the compile's wall seconds per stage in ``res.stages``
+    (source: the AST -> TTIR code generation; ttir ... cubin: the lowering stages, cubin being ptxas)."""
+    def listener(*, times, cache_hit, **_):
+        if not cache_hit:
+            res.stages = {"source": times.ir_initialization / 1e6,
+                          **{stage: us / 1e6 for stage, us in times.lowering_stages}}
+    return listener
+
+
 def _cpu_seconds() -> float:
-    import resource
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _ptxas_log(ptx: str, arch: int) -> str:
-    import subprocess
-    from triton.backends.nvidia.compiler import get_ptxas
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "k.ptx")
-        Path(path).write_text(ptx)
-        gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-        out = subprocess.run([get_ptxas(arch).path, "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu}", path,
-                              "-o", path + ".o"], capture_output=True, text=True)
-        return out.stdout + out.stderr
-
-
 def _worker_init(triton_cache):
-    os.environ["TRITON_CACHE_DIR"] = triton_cache  # a fresh Triton cache: every compile runs ptxas -v
+    os.environ["TRITON_CACHE_DIR"] = triton_cache  # Triton writes every stage there: a temporary directory
 
 
 def check(res: Result, C) -> list:
@@ -292,12 +376,10 @@ def check(res: Result, C) -> list:
 
 
 def triton_version() -> str:
-    import triton
     return f"triton {triton.__version__}"
 
 
 def _source_hash():
-    import triton
     h = hashlib.sha256(triton.__version__.encode())
     for p in KERNEL_SOURCES:
         h.update(p.name.encode() + p.read_bytes())
@@ -380,22 +462,30 @@ def main(argv=None):
             pending.append(s)
     print(f"triton-check: {len(todo)} specialisations, {len(todo) - len(pending)} cached, compiling {len(pending)} "
           f"with {args.jobs} jobs", flush=True)
+    groups, duplicates = _compile_plan(pending)
     with tempfile.TemporaryDirectory(prefix="triton-check-") as triton_cache:
-        # the slow ones first (wide heads, backward), so that the pool does not end on one long compile
-        pending.sort(key=lambda s: (-s.head_dim, s.kernel == "fwd", s.dtype != "fp32"))
-        with futures.ProcessPoolExecutor(args.jobs, initializer=_worker_init, initargs=(triton_cache,)) as pool:
-            jobs = [pool.submit(_compile, s) for s in pending]
-            for done, job in enumerate(futures.as_completed(jobs), 1):
-                r = job.result()
-                results[r.spec] = r
-                if r.ok and not args.no_cache:
-                    data = asdict(r)
-                    data.pop("spec")
-                    data.pop("cached")
-                    (cache / f"{_key(r.spec, source_hash)}.json").write_text(json.dumps(data))
-                if not r.ok or done % 25 == 0 or done == len(pending):
-                    print(f"  [{done}/{len(pending)}] {time.perf_counter() - t0:.0f}s  sm_{r.spec.arch} {r.spec.name}"
-                          f"{'' if r.ok else '  ERROR ' + r.error}", flush=True)
+        # spawned workers: this process has run Triton's binder (threads, locks), which a fork would copy mid-state
+        with futures.ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_init, initargs=(triton_cache,)) as pool:
+            jobs = [pool.submit(_compile_group, group) for group in groups]
+            done = 0
+            for job in futures.as_completed(jobs):
+                for r in job.result():
+                    done += 1
+                    results[r.spec] = r
+                    if not r.ok or done % 25 == 0:
+                        print(f"  [{done}/{len(pending)}] {time.perf_counter() - t0:.0f}s  sm_{r.spec.arch} "
+                              f"{r.spec.name}{'' if r.ok else '  ERROR ' + r.error}", flush=True)
+    for spec, same in duplicates.items():
+        results[spec] = replace(results[same], spec=spec, seconds=0.0, cpu_seconds=0.0, stages={},
+                                same_as=f"sm_{same.arch} {same.name}")
+    if not args.no_cache:
+        for spec in pending:
+            if results[spec].ok:
+                data = asdict(results[spec])
+                data.pop("spec")
+                data.pop("cached")
+                (cache / f"{_key(spec, source_hash)}.json").write_text(json.dumps(data))
     ordered = [results[s] for s in todo]
     for r in ordered:
         r.failures = check(r, C)

@@ -124,9 +124,24 @@ def test_gate_compiles_one_specialisation(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     gate = _gate()
     spec = next(s for s in gate.specs((80,)) if s.kernel == "fwd" and s.variant == "mask" and s.head_dim == 16)
-    r = gate._compile(spec)
+    r, = gate._compile_group([spec])
     assert r.ok, r.error
     assert r.mma > 0 and r.registers > 0 and not gate.check(r, C)
+
+
+@pytest.mark.skipif(not _ptxas_available(), reason="needs the ptxas that ships with triton")
+def test_gate_shares_the_front_end_between_archs(tmp_path, monkeypatch):
+    """A group compiles sm_90 from the TTIR that the sm_80 compile generated: the same resources as an sm_90
+    compile with its own front end (the code generator reads no arch-dependent option for these kernels)."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    gate = _gate()
+    s80, s90 = (gate.Spec("norm", "decay_attention", "all", "fp16", 16, arch, "16x32w4s2") for arch in (80, 90))
+    assert gate._compile_key(s80)[0] == gate._compile_key(s90)[0]
+    _, shared = gate._compile_group([s80, s90])
+    own, = gate._compile_group([s90])
+    assert shared.ok and own.ok, (shared.error, own.error)
+    fields = ("registers", "spill_stores", "spill_loads", "shared", "mma", "wgmma", "kernel_hash")
+    assert [getattr(shared, f) for f in fields] == [getattr(own, f) for f in fields]
 
 
 # The launches the issue found over the A100's 166,912 B (float32, IEEE dots): the launcher's old tiles
@@ -143,11 +158,11 @@ def test_pruning_matches_compiled_shared_memory(kernel, head_dim, old, tmp_path,
     gate = _gate()
     limit = C.smem_limit(80)
     spec = gate.Spec(kernel, "masked_sdpa", "mask", "fp32", head_dim, 80, old)
-    rejected = gate._compile(spec)
+    rejected, = gate._compile_group([spec])
     assert rejected.ok, rejected.error
     assert rejected.shared > limit and rejected.shared_estimate > limit, (rejected.shared, rejected.shared_estimate)
     chosen = C.candidates(kernel, 80, "fp32", head_dim, head_dim, "masked_sdpa")
     assert str(C.parse_config(old)) not in map(str, chosen)
-    selected = gate._compile(gate.Spec(kernel, "masked_sdpa", "mask", "fp32", head_dim, 80, str(chosen[0])))
+    selected, = gate._compile_group([gate.Spec(kernel, "masked_sdpa", "mask", "fp32", head_dim, 80, str(chosen[0]))])
     assert selected.ok, selected.error
     assert selected.shared <= selected.shared_estimate <= limit, (selected.shared, selected.shared_estimate)
