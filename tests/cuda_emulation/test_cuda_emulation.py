@@ -15,14 +15,18 @@ import pytest
 import torch
 
 import tempattn
+from tempattn.ops.decay_attention.op import DECAY_ATTENTION
+from tempattn.ops.masked_sdpa.op import MASKED_SDPA
+from tempattn.ops.relpos_attention.op import RELPOS_ATTENTION
 from tests.cuda_emulation import emulated_ops
 from tests.ops.cases import Case, make_inputs, key_valid
+from tests.ops.coarse_lse import BIASES
 
 pytestmark = pytest.mark.skipif(not tempattn.backends()["cpu"]["available"], reason="the C++ extension is not built")
 
-OPS = ("masked_sdpa", "relpos_attention", "decay_attention")
-GRADIENT_NAMES = {"masked_sdpa": ["q", "k", "v"], "relpos_attention": ["q", "k", "v", "rel_bias"],
-                  "decay_attention": ["q", "k", "v", "log_gamma", "alpha_logits"]}
+# The operators' declarations: the tensors and configuration of their tempattn_C schemas, in order.
+DECLARED = {d.name: d for d in (MASKED_SDPA, RELPOS_ATTENTION, DECAY_ATTENTION)}
+OPS = tuple(DECLARED)
 
 # Each op at: several 64-key / 64-row blocks with partial last ones (causal, D not a multiple of 16),
 # a rectangular non-causal-or-windowed case with Dv != D, and the 128 / 256 head-dim buckets.
@@ -53,21 +57,10 @@ def rtol_of(name: str, dtype) -> float:
     return (RTOL if name in ("out", "lse", "q", "k", "v") else PARAMETER_RTOL)[dtype]
 
 
-def _operands(op: str, x: dict) -> list:
-    """The operator's tensors between v and key_valid in the tempattn_C schemas."""
-    if op == "relpos_attention":
-        return [x["rel_bias"]]
-    if op == "decay_attention":
-        return [x["log_gamma"], x["alpha_logits"], x.get("times")]
-    return []
-
-
-def _config(case: Case, seed: int, scale: float) -> list:
-    if case.op == "masked_sdpa":
-        return [case.causal, case.dropout_p, seed, scale]
-    if case.op == "relpos_attention":
-        return [case.window, case.dropout_p, seed, scale]
-    return [case.window, case.eps, case.dropout_p, seed, scale]
+def _config(case: Case, seed: int) -> list:
+    """The schema's configuration values, by name from the case (seed and scale given here)."""
+    values = dict(seed=seed, scale=case.D ** -0.5)
+    return [values[name] if name in values else getattr(case, name) for name, _ in DECLARED[case.op].config_specs]
 
 
 def _raw_inputs(case: Case, dtype, seed=0) -> dict:
@@ -85,12 +78,13 @@ def _raw_inputs(case: Case, dtype, seed=0) -> dict:
 def run(ops, case: Case, x: dict, grad_out, grad_lse, seed=5, dtype=None):
     """(out, lse, {name: gradient}) of the raw forward and backward ops, q, k, v cast to ``dtype`` if given."""
     cast = {n: (t.to(dtype) if dtype is not None and n in ("q", "k", "v") else t) for n, t in x.items()}
-    tensors = [cast["q"], cast["k"], cast["v"], *_operands(case.op, cast), cast.get("key_valid"), cast.get("key_bias")]
-    config = _config(case, seed, case.D ** -0.5)
+    specs = DECLARED[case.op].tensor_specs
+    tensors = [cast.get(name) for name, _, _ in specs]
+    config = _config(case, seed)
     out, lse = getattr(ops, f"{case.op}_fwd")(*tensors, *config)
     grads = getattr(ops, f"{case.op}_bwd")(grad_out.to(out.dtype), out, grad_lse, lse, *tensors, *config)
-    names = GRADIENT_NAMES[case.op] + (["key_bias"] if "key_bias" in x else [])
-    return out, lse, dict(zip(names, grads))
+    names = [name for name, _, differentiable in specs if differentiable and name in x]  # present ones, in order
+    return out, lse, dict(zip(names, grads, strict=True))
 
 
 def _cotangents(case: Case, seed=1):
@@ -110,8 +104,9 @@ def assert_close(what, got, want, rtol):
     assert err <= rtol * scale, f"{what}: max error {err:.3g} > {rtol:.1g} x {scale:.3g}"
 
 
-def _check_against_cpu(case, dtype, seed=0):
-    x = _raw_inputs(case, dtype, seed)
+def _check_against_cpu(case, x, dtype):
+    """The emulated ops on inputs ``x`` (q, k, v in ``dtype``) against the CPU kernels on the same values in
+    float32: out, lse and every gradient."""
     grad_out, grad_lse = _cotangents(case)
     got = run(emulated_ops(), case, x, grad_out, grad_lse)
     want = run(torch.ops.tempattn_C, case, x, grad_out.to(dtype).float(), grad_lse, dtype=torch.float32)
@@ -125,7 +120,7 @@ def _check_against_cpu(case, dtype, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_emulated_cuda_kernels_match_the_cpu_kernels(case, dtype):
-    _check_against_cpu(case, dtype)
+    _check_against_cpu(case, _raw_inputs(case, dtype), dtype)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -134,7 +129,7 @@ def test_emulated_dropout_matches_the_cpu_kernels_bit_for_bit_in_its_keep_mask(o
     float16 (tensor cores)."""
     case = Case(op, B=1, H=2, Tq=90, Tk=90, D=32, Dv=32, dropout_p=0.3, key_bias="3d")
     for dtype in (torch.float32, torch.float16):
-        _check_against_cpu(case, dtype)
+        _check_against_cpu(case, _raw_inputs(case, dtype), dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
@@ -143,30 +138,27 @@ def test_emulated_simt_kernels_at_16_bits_match_the_cpu_kernels(op, dtype, monke
     """TEMPATTN_CUDA_SIMT=1 (read at every call by the emulated build) runs the SIMT kernels at 16 bits."""
     monkeypatch.setenv("TEMPATTN_CUDA_SIMT", "1")
     case = next(c for c in CASES if c.op == op)
-    _check_against_cpu(case, dtype)
+    _check_against_cpu(case, _raw_inputs(case, dtype), dtype)
 
 
-def _coarse_inputs(op):
-    """Rows 0..63 with every key at -1e9 and tied scores (tests/ops/coarse_lse.py): their float32 lse is coarse."""
+def _coarse_inputs(op, bias):
+    """Rows 0..63 with every key at ``bias`` and tied scores (tests/ops/coarse_lse.py): their float32 lse is
+    coarse."""
     case = Case(op, B=1, H=2, Tq=130, Tk=130, D=16, Dv=16, key_bias="3d", **({"window": 8} if op != "masked_sdpa"
                                                                           else {}))
     x = _raw_inputs(case, torch.float32)
     x["k"][:, :, :64] = 0.0
     x["key_bias"] = torch.zeros(1, 2, 130)
-    x["key_bias"][:, :, :64] = -1e9
+    x["key_bias"][:, :, :64] = bias
     return case, x
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("bias", BIASES)
 @pytest.mark.parametrize("op", OPS)
-def test_emulated_gradients_of_rows_with_a_coarse_lse_match_the_cpu_kernels(op, dtype):
-    case, x = _coarse_inputs(op)
-    x = {n: (t.to(dtype) if n in ("q", "k", "v") else t) for n, t in x.items()}
-    grad_out, grad_lse = _cotangents(case)
-    got = run(emulated_ops(), case, x, grad_out, grad_lse)
-    want = run(torch.ops.tempattn_C, case, x, grad_out.to(dtype).float(), grad_lse, dtype=torch.float32)
-    for name in want[2]:
-        assert_close(f"d{name}", got[2][name], want[2][name], rtol_of(name, dtype))
+def test_emulated_gradients_of_rows_with_a_coarse_lse_match_the_cpu_kernels(op, bias, dtype):
+    case, x = _coarse_inputs(op, bias)
+    _check_against_cpu(case, {n: (t.to(dtype) if n in ("q", "k", "v") else t) for n, t in x.items()}, dtype)
 
 
 POISONED_ROW = 70  # in the second 64-row / 64-key block
