@@ -24,10 +24,17 @@ namespace tempattn::cuda {
 namespace {
 
 // ------------------------------------------------------------------------------- the device
+// TEMPATTN_CUDA_SIMT=1 runs the SIMT kernels for float16 / bfloat16 too: the reference the
+// tensor-core forward and backward are compared with on a GPU.
+bool simt_switch_set() {
+  const char* env = std::getenv("TEMPATTN_CUDA_SIMT");
+  return env != nullptr && std::string(env) == "1";
+}
+
 // Everything this file asks of the CUDA runtime. tests/cuda_emulation compiles this file with the
 // kernels for the host and runs them on CPU tensors by its emulator: there, tensors stay on the CPU,
 // the stream is a placeholder and the TEMPATTN_CUDA_SIMT switch is read at every call (the tests
-// flip it).
+// flip it; on a GPU it is read once).
 #if defined(TEMPATTN_CUDA_EMULATION)
 constexpr const char* kDeviceName = "CPU (the CUDA emulator)";
 bool on_kernel_device(const at::Tensor& t) { return t.is_cpu(); }
@@ -36,10 +43,7 @@ struct DeviceScope {
   cudaStream_t stream() const { return nullptr; }
 };
 void check_launch() {}
-bool simt_only() {
-  const char* env = std::getenv("TEMPATTN_CUDA_SIMT");
-  return env != nullptr && std::string(env) == "1";
-}
+bool simt_only() { return simt_switch_set(); }
 #else
 constexpr const char* kDeviceName = "CUDA";
 bool on_kernel_device(const at::Tensor& t) { return t.is_cuda(); }
@@ -49,13 +53,8 @@ struct DeviceScope {
   cudaStream_t stream() const { return at::cuda::getCurrentCUDAStream(); }
 };
 void check_launch() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
-// TEMPATTN_CUDA_SIMT=1 runs the SIMT kernels for float16 / bfloat16 too (read once): the reference
-// the tensor-core forward and backward are compared with on a GPU.
 bool simt_only() {
-  static const bool value = [] {
-    const char* env = std::getenv("TEMPATTN_CUDA_SIMT");
-    return env != nullptr && std::string(env) == "1";
-  }();
+  static const bool value = simt_switch_set();
   return value;
 }
 #endif
@@ -247,8 +246,8 @@ Grads run_backward(const Call& c, const at::Tensor& grad_out, const at::Tensor& 
   if (dtype != Dtype::kFloat32 && bucket <= 128 && !simt_only()) {
     // One flag per block of the tensor-core passes, each written by its block (no zeroing).
     const auto flag_options = c.q.options().dtype(at::kInt);
-    const at::Tensor key_flags = at::empty({p.B * p.H, (p.Tk + kMmaBackwardKeys - 1) / kMmaBackwardKeys}, flag_options);
-    const at::Tensor row_flags = at::empty({p.B * p.H, (p.Tq + kMmaBackwardRows - 1) / kMmaBackwardRows}, flag_options);
+    const at::Tensor key_flags = at::empty({p.B * p.H, RedoFlags::tiles(p.Tk, kMmaBackwardKeys)}, flag_options);
+    const at::Tensor row_flags = at::empty({p.B * p.H, RedoFlags::tiles(p.Tq, kMmaBackwardRows)}, flag_options);
     bw.key_redo = {key_flags.mutable_data_ptr<int>(), kMmaBackwardKeys};
     bw.row_redo = {row_flags.mutable_data_ptr<int>(), kMmaBackwardRows};
     if (bucket == 64)

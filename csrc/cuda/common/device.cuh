@@ -84,11 +84,6 @@ __device__ __forceinline__ TileOfBlock tile_of_block(int64_t n_tiles) {
   return {block % n_tiles, block / n_tiles};
 }
 
-// Whether the tensor-core backward flagged the block holding index t0 of (bh) (params.h, RedoFlags).
-__device__ __forceinline__ bool redo_needed(const RedoFlags& redo, int64_t bh, int64_t T, int64_t t0) {
-  return redo.flags[bh * ((T + redo.tile - 1) / redo.tile) + t0 / redo.tile] != 0;
-}
-
 // The final score of query (b, h, position pos) and key j from its dot product: scale, key bias,
 // modifier (in the CPU kernels' order).
 template <typename Mod>

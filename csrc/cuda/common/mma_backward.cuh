@@ -46,21 +46,22 @@ struct MmaBackwardShape {
 };
 
 // A block's place in the grid and the step counts of its head dims: the block owns tile `blk.tile`
-// of `per_block` rows (or keys) of T, starting at t0, of head blk.bh = (b, h).
+// of `per_block` rows (or keys) of `length`, starting at t0, of head blk.bh = (b, h).
 struct MmaBlock {
   int lane, warp;
   int64_t n_tiles;
   TileOfBlock blk;
   int64_t b, h, t0;
   int D, Dv, k_steps, v_steps;  // k steps (of 16) over D and over Dv
-  __device__ MmaBlock(const ForwardParams& p, int64_t T, int per_block)
-      : lane(threadIdx.x & 31), warp(threadIdx.x >> 5), n_tiles((T + per_block - 1) / per_block),
+  __device__ MmaBlock(const ForwardParams& p, int64_t length, int per_block)
+      : lane(threadIdx.x & 31), warp(threadIdx.x >> 5), n_tiles(RedoFlags::tiles(length, per_block)),
         blk(tile_of_block(n_tiles)), b(blk.bh / p.H), h(blk.bh % p.H), t0(blk.tile * per_block),
         D(static_cast<int>(p.D)), Dv(static_cast<int>(p.Dv)), k_steps((D + 15) / 16), v_steps((Dv + 15) / 16) {}
-  // Records whether this block's outputs must be redone (params.h, RedoFlags); returns it.
+  // Records whether this block's outputs must be redone (params.h, RedoFlags: its tile is the
+  // block's per_block); returns it.
   __device__ bool flag_redo(const RedoFlags& redo, bool bad) const {
     const bool any = __syncthreads_or(bad);
-    if (threadIdx.x == 0) redo.flags[blk.bh * n_tiles + blk.tile] = any ? 1 : 0;
+    if (threadIdx.x == 0) redo.flag_of_tile(blk.bh, n_tiles, blk.tile) = any ? 1 : 0;
     return any;
   }
 };

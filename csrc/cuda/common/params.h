@@ -46,8 +46,14 @@ struct ForwardParams {
 // the admissible pairs only -- and leave the others: a NaN or infinite q, k, v or dO never leaks as
 // 0 * inf into a key (row) that cannot see it, as in the SIMT, CPU and Triton kernels.
 struct RedoFlags {
-  int* flags = nullptr;  // (B * H, ceil(T / tile)) contiguous
+  int* flags = nullptr;  // (B * H, tiles(T, tile)) contiguous
   int64_t tile = 1;
+
+  static TEMPATTN_HD int64_t tiles(int64_t T, int64_t tile) { return (T + tile - 1) / tile; }
+  // The flag of tile `index` of head bh, whose T rows (or keys) form n_tiles tiles.
+  TEMPATTN_HD int& flag_of_tile(int64_t bh, int64_t n_tiles, int64_t index) const { return flags[bh * n_tiles + index]; }
+  // The flag of the block that holds index t of head bh (of T rows or keys).
+  TEMPATTN_HD int& flag(int64_t bh, int64_t T, int64_t t) const { return flag_of_tile(bh, tiles(T, tile), t / tile); }
 };
 
 struct BackwardParams {

@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int64_t n_tiles = (p.Tq + kWarps - 1) / kWarps;
   const TileOfBlock blk = tile_of_block(n_tiles);
   const int64_t b = blk.bh / p.H, h = blk.bh % p.H, i0 = blk.tile * kWarps, i = i0 + warp;
-  if (kRedo && !redo_needed(bw.row_redo, blk.bh, p.Tq, i0)) return;  // the whole block (4 | tile)
+  if (kRedo && bw.row_redo.flag(blk.bh, p.Tq, i0) == 0) return;  // the whole block (4 | tile)
   const bool row_ok = i < p.Tq;
   const int64_t pos = p.band.position(i), row = blk.bh * p.Tq + i;
   const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
@@ -224,7 +224,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int64_t n_tiles = (p.Tk + kWarps - 1) / kWarps;
   const TileOfBlock blk = tile_of_block(n_tiles);
   const int64_t b = blk.bh / p.H, h = blk.bh % p.H, j0 = blk.tile * kWarps, j = j0 + warp;
-  if (kRedo && !redo_needed(bw.key_redo, blk.bh, p.Tk, j0)) return;  // the whole block (4 | tile)
+  if (kRedo && bw.key_redo.flag(blk.bh, p.Tk, j0) == 0) return;  // the whole block (4 | tile)
   const bool key_ok = j < p.Tk && key_is_valid(p, b, j);
   const int D = static_cast<int>(p.D), Dv = static_cast<int>(p.Dv);
   float* k_row = key_rows + warp * kMaxD;
