@@ -55,7 +55,6 @@ class Scheduler {
   void launch(unsigned grid, unsigned threads, const std::function<void()>& body) {
     if (threads == 0 || threads > 1024) throw std::invalid_argument("emulator: bad block size");
     contexts_.resize(threads);
-    done_.assign(threads, false);
     stacks_.resize(static_cast<size_t>(threads) * kStack);
     body_ = &body;
     for (unsigned b = 0; b < grid; ++b) run_block(b, threads);
@@ -109,11 +108,11 @@ class Scheduler {
   void run_block(unsigned block, unsigned threads) {
     live_ = static_cast<int>(threads);
     block_barrier_ = Barrier{};
+    done_.assign(threads, false);
     waits_.assign(threads, Wait{});
     warps_.assign((threads + 31) / 32, Warp{});
     for (unsigned t = 0; t < threads; ++t) {
       warps_[t >> 5].live += 1;
-      done_[t] = false;
       getcontext(&contexts_[t]);
       contexts_[t].uc_stack.ss_sp = stacks_.data() + t * kStack;
       contexts_[t].uc_stack.ss_size = kStack;
