@@ -17,13 +17,16 @@ with every flag on (window, key mask, key bias, dropout, timestamps, eps, three 
 at head dims 64 and 128 also the plain masked_sdpa (every flag off), masked_sdpa with every flag (dropout
 included) and relpos_attention with every flag (window, key mask, key bias, dropout; fp16 and bf16); float32 with
 TF32 dots. Every forward specialisation is compiled with each of its autotune candidates (the pruned list), the
-backward ones with their single configuration.
+backward ones with their single configuration, and each kernel's redo pass (the same kernel with ``REDO_PASS``,
+which recomputes the rows that met a non-finite value; one configuration, ``configs.redo_config``) once.
 
 It fails (exit 1) when a specialisation does not compile; when its shared memory exceeds the arch's opt-in limit per
 block (sm_80 166,912 B, sm_90 232,448 B) or the launcher's static estimate (``configs.smem_estimate``, which the
 pruning trusts for archs the gate does not compile); when a 16-bit or TF32 specialisation has no tensor-core
-instruction (mma.sync / wgmma in its PTX); or when a head dim <= 128 specialisation spills (ptxas -v: any spill
-store or load, the rarely taken non-finite exact passes included). It writes ``<out>/triton-check.{json,md}``
+instruction (mma.sync / wgmma in its PTX; the redo passes excepted, whose IEEE products are the point); or when a
+head dim <= 128 specialisation spills (ptxas -v: any spill store or load, the redo passes included). ptxas picks
+a register budget by occupancy and spills to meet it, from a few bytes at 64-168 registers up to kilobytes; the
+configurations where it did so carry an explicit budget (``Config.maxnreg``, compiled and checked here as launched). It writes ``<out>/triton-check.{json,md}``
 (default build/triton-check/): a summary per arch, then per specialisation the arch, registers, spill bytes, shared
 memory (compiled and estimated), tensor-core instruction counts (mma / wgmma), compile seconds (wall and CPU).
 
@@ -82,6 +85,7 @@ HEAD_DIMS = (16, 32, 64, 128, 256)
 ODD_HEAD_DIM = 72
 ARCHS = (80, 90)
 ROW_NORM = "norm"  # launch.plan's name of the backward's row-norm prepass (attention_row_norm_kernel)
+REDO = "-redo"  # a kernel's redo pass (launch.plan(..., redo_pass=True)): e.g. "dq-redo"
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,6 @@ class Result:
     registers: int = 0
     spill_stores: int = 0
     spill_loads: int = 0
-    exact_spills: int = 0  # of the above, the bytes stored by the exact pass's functions (rare path)
     stack: int = 0
     shared: int = 0
     shared_estimate: int = 0
@@ -148,11 +151,12 @@ def specs(archs=ARCHS):
 
     def add(kernel, op, variant, dtype, d, arch):
         hd = max(16, 1 << (d - 1).bit_length())
-        cands = C.candidates(kernel, arch, dtype, hd, hd, op, dropout=variant == "all")
+        cands = C.candidates(kernel, arch, dtype, hd, hd, op, dropout=variant == "all", aligned=C.is_aligned(d))
         for i, c in enumerate(cands):
             out.append(Spec(kernel, op, variant, dtype, d, arch, str(c), default=i == 0))
             if kernel == "dq":  # the backward's row-norm prepass is launched with the dQ configuration
                 out.append(Spec(ROW_NORM, op, variant, dtype, d, arch, str(c), default=i == 0))
+        out.append(Spec(kernel + REDO, op, variant, dtype, d, arch, str(C.redo_config(hd, hd))))
 
     for arch in archs:
         for kernel in C.KERNELS:
@@ -220,14 +224,15 @@ def _launch(spec: Spec):
     config = C.parse_config(spec.config)
     B, H, Tq, D = q.shape
     Tk = k.shape[2]
+    kernel = spec.kernel.removesuffix(REDO)
     extra = {}
-    if spec.kernel == "fwd":
+    if kernel == "fwd":
         extra = dict(out=torch.empty_like(q), lse=torch.empty(B, H, Tq))
-    elif spec.kernel == ROW_NORM:
+    elif kernel == ROW_NORM:
         extra = dict(lse=torch.zeros(B, H, Tq), norm=torch.empty(B, H, Tq, 2))
     else:
         grads = dict(grad_out=torch.zeros_like(q), delta=torch.zeros(B, H, Tq), norm=torch.zeros(B, H, Tq, 2))
-        if spec.kernel == "dkdv":
+        if kernel == "dkdv":
             extra = dict(grads, outputs=(torch.empty_like(k), torch.empty_like(v),
                                          torch.empty(B, H, Tk) if kw["key_bias"] is not None else None))
         else:
@@ -236,9 +241,11 @@ def _launch(spec: Spec):
             parts = {"masked_sdpa": 0, "relpos_attention": 1, "decay_attention": 2}[spec.op]
             p = [torch.zeros(B, H, n, width) for _ in range(parts)] + [None] * (2 - parts)
             extra = dict(grads, outputs=(torch.empty_like(q), *p))
-    fn, _, args, kwargs = L.plan(spec.kernel, config, q, k, v, **extra, **kw)
+    if kernel != ROW_NORM:
+        extra.update(redo=L.redo_flags(k if kernel == "dkdv" else q), redo_pass=spec.kernel.endswith(REDO))
+    fn, _, args, kwargs = L.plan(kernel, config, q, k, v, **extra, **kw)
     # the row-norm prepass stages a subset of what dQ does (q and K, no V): dQ's estimate bounds it
-    estimated = "dq" if spec.kernel == ROW_NORM else spec.kernel
+    estimated = "dq" if kernel == ROW_NORM else kernel
     estimate = C.smem_estimate(estimated, config, spec.dtype, L.padded(D), L.padded(v.shape[3]), spec.arch, spec.op)
     return fn, args, kwargs, estimate
 
@@ -308,7 +315,7 @@ def _compile(spec: Spec, ttir_path: str, reuse: bool):
         knobs.compilation.listener = _stage_recorder(res)
         with contextlib.redirect_stdout(log):
             compiled = triton.compile(src, target=target, options=options)
-        _read_ptxas(res, log.getvalue(), src.fn.__name__)
+        _read_ptxas(res, log.getvalue())
         res.shared = int(compiled.metadata.shared)
         res.kernel_hash = compiled.hash[:16]
         ptx = compiled.asm["ptx"]
@@ -322,18 +329,16 @@ def _compile(spec: Spec, ttir_path: str, reuse: bool):
     return res
 
 
-def _read_ptxas(res: Result, log: str, kernel_name: str):
-    """Registers, spills (those of the exact pass's functions apart) and stack from ptxas -v's log."""
+def _read_ptxas(res: Result, log: str):
+    """Registers, spills and stack from ptxas -v's log."""
     registers = [int(n) for n in re.findall(r"Used (\d+) registers", log)]
     if not registers:
         raise RuntimeError("no ptxas -v output")
     res.registers = max(registers)
-    for name, st, ld in re.findall(r"Function properties for (\S+)\s+\d+ bytes stack frame, (\d+) bytes spill "
-                                   r"stores, (\d+) bytes spill loads", log):
+    for st, ld in re.findall(r"Function properties for \S+\s+\d+ bytes stack frame, (\d+) bytes spill "
+                             r"stores, (\d+) bytes spill loads", log):
         res.spill_stores += int(st)
         res.spill_loads += int(ld)
-        if name != kernel_name:
-            res.exact_spills += int(st)
     res.stack = max(map(int, re.findall(r"(\d+) bytes stack frame", log)), default=0)
 
 
@@ -356,6 +361,12 @@ def _worker_init(triton_cache):
     os.environ["TRITON_CACHE_DIR"] = triton_cache  # Triton writes every stage there: a temporary directory
 
 
+def _has_dots(spec: Spec) -> bool:
+    """Whether the specialisation's products go to tensor cores: 16-bit or TF32 operands, but for the redo
+    passes (IEEE float32 products by design, see kernels/common/core.py)."""
+    return (spec.dtype in ("fp16", "bf16", "tf32")) and not spec.kernel.endswith(REDO)
+
+
 def check(res: Result, C) -> list:
     s = res.spec
     fails = []
@@ -366,12 +377,10 @@ def check(res: Result, C) -> list:
         fails.append(f"shared memory {res.shared} B > {limit} B (sm_{s.arch})")
     if res.shared > res.shared_estimate:
         fails.append(f"shared memory {res.shared} B > the launcher's estimate {res.shared_estimate} B")
-    if C.ELEMENT_BYTES[s.dtype] == 2 or s.dtype == "tf32":
-        if res.mma + res.wgmma == 0:
-            fails.append("no tensor-core instruction (mma / wgmma)")
+    if _has_dots(s) and res.mma + res.wgmma == 0:
+        fails.append("no tensor-core instruction (mma / wgmma)")
     if s.head_dim <= 128 and (res.spill_stores or res.spill_loads):
-        where = f", {res.exact_spills} B in the exact pass" if res.exact_spills else ""
-        fails.append(f"spills {res.spill_stores} B stores / {res.spill_loads} B loads{where} at D={s.head_dim}")
+        fails.append(f"spills {res.spill_stores} B stores / {res.spill_loads} B loads at D={s.head_dim}")
     return fails
 
 
@@ -413,7 +422,7 @@ def summary(results, C) -> str:
         small = [r for r in rs if r.spec.head_dim <= 128]
         big = [r for r in rs if r.spec.head_dim > 128]
         top = max(rs, key=lambda r: r.shared)
-        tc = [r for r in rs if C.ELEMENT_BYTES[r.spec.dtype] == 2 or r.spec.dtype == "tf32"]
+        tc = [r for r in rs if _has_dots(r.spec)]
         mma = [r.mma + r.wgmma for r in tc]
         wg = sum(1 for r in tc if r.wgmma)
         spilling_big = [r for r in big if r.spill_stores or r.spill_loads]

@@ -30,9 +30,19 @@ class Config:
     block_n: int
     num_warps: int
     num_stages: int
+    # ptxas's register budget per thread (the kernel's .maxnreg), 0: ptxas's own choice. ptxas picks a
+    # budget by occupancy and spills to meet it: a few bytes, or kilobytes (tf32 128x64w8 on sm_80); an
+    # entry that spills under ptxas's choice gets the next occupancy step up instead (see the compile gate).
+    maxnreg: int = 0
 
     def __str__(self):
-        return f"{self.block_m}x{self.block_n}w{self.num_warps}s{self.num_stages}"
+        return f"{self.block_m}x{self.block_n}w{self.num_warps}s{self.num_stages}" + \
+            (f"r{self.maxnreg}" if self.maxnreg else "")
+
+    def launch_options(self) -> dict:
+        """Triton's launch options of the configuration (num_warps, num_stages, maxnreg where set)."""
+        return dict(num_warps=self.num_warps, num_stages=self.num_stages,
+                    **({"maxnreg": self.maxnreg} if self.maxnreg else {}))
 
 
 def interpreting() -> bool:
@@ -58,11 +68,12 @@ def _dim_bucket(head_dim: int) -> int:
 
 
 def parse_config(name: str) -> Config:
-    """The Config of a name such as "128x64w4s3" (``str(config)``)."""
+    """The Config of a name such as "128x64w4s3" or "16x32w4s2r168" (``str(config)``)."""
     bm, rest = name.split("x")
     bn, rest = rest.split("w")
-    w, st = rest.split("s")
-    return Config(int(bm), int(bn), int(w), int(st))
+    w, rest = rest.split("s")
+    st, _, reg = rest.partition("r")
+    return Config(int(bm), int(bn), int(w), int(st), int(reg or 0))
 
 
 def _c(*names):
@@ -94,14 +105,14 @@ _TABLE = {
     (90, "16", "heavy", "dkdv", 64): _c("32x64w8s2"),
     (90, "16", "heavy", "dkdv", 128): _c("32x32w8s2"),
     (90, "16", "heavy", "dkdv", 256): _c("16x32w8s1"),
-    (90, "16", "heavy", "dq", 64): _c("32x32w8s2"),
-    (90, "16", "heavy", "dq", 128): _c("32x32w8s2"),
+    (90, "16", "heavy", "dq", 64): _c("16x32w8s2"),
+    (90, "16", "heavy", "dq", 128): _c("16x32w8s2"),
     (90, "16", "heavy", "dq", 256): _c("16x32w8s1"),
     # ---- sm_80 (A100), 16-bit
     (80, "16", "light", "fwd", 64): _c("128x64w8s3", "64x64w4s3"),
-    (80, "16", "light", "fwd", 128): _c("64x64w4s2", "128x64w8s2"),
+    (80, "16", "light", "fwd", 128): _c("128x64w8s2", "64x64w8s2"),
     (80, "16", "light", "fwd", 256): _c("64x32w4s2"),
-    (80, "16", "light", "dkdv", 64): _c("64x64w8s2"),
+    (80, "16", "light", "dkdv", 64): _c("64x32w8s2"),
     (80, "16", "light", "dkdv", 128): _c("32x64w8s2"),
     (80, "16", "light", "dkdv", 256): _c("32x64w8s1"),
     (80, "16", "light", "dq", 64): _c("64x64w4s2"),
@@ -125,6 +136,35 @@ for (_arch, _cls, _weight, _kernel, _dim), _cfgs in list(_TABLE.items()):
         {"fwd": "32x32w8s1", "dkdv": "16x32w8s1", "dq": "16x32w8s1"}[_kernel]
     _TABLE[(_arch, "fp32", _weight, _kernel, _dim)] = _c(_fp32)
 del _arch, _cls, _weight, _kernel, _dim, _cfgs, _fp32
+# The derived float32 entries where the compile gate (triton 3.7, its ptxas 12.8) found spills: smaller
+# tiles, or (rNNN) the next register budget up where ptxas spilled to reach a higher occupancy.
+_TABLE.update({
+    (80, "tf32", "light", "fwd", 128): _c("64x64w8s1"),
+    (80, "tf32", "light", "dq", 64): _c("32x64w4s1"),
+    (80, "tf32", "heavy", "dq", 128): _c("16x16w8s1"),
+    (90, "tf32", "light", "fwd", 64): _c("128x64w8s2", "64x64w4s2"),
+    (90, "tf32", "light", "fwd", 128): _c("128x64w8s2", "64x64w8s1", "128x64w8s1"),
+    (90, "tf32", "heavy", "fwd", 128): _c("32x32w8s1"),
+    (90, "tf32", "light", "dkdv", 64): _c("32x64w8s1"),
+    (90, "tf32", "light", "dq", 128): _c("32x64w8s1"),
+    (90, "tf32", "heavy", "dq", 128): _c("16x16w8s1"),
+    (80, "fp32", "heavy", "fwd", 64): _c("16x32w4s2"),
+    (80, "fp32", "light", "fwd", 128): _c("32x32w8s1r255"),
+    (80, "fp32", "light", "dkdv", 64): _c("16x32w4s2r255"),
+    (90, "fp32", "heavy", "fwd", 64): _c("32x32w8s2"),
+    (90, "fp32", "light", "dkdv", 64): _c("16x32w8s2r255"),
+    (90, "fp32", "heavy", "dkdv", 64): _c("16x32w8s2r255"),
+    (90, "fp32", "heavy", "dq", 128): _c("16x32w8s1r255"),
+})
+# Head dims that are not a multiple of 16 (e.g. 72): Triton cannot prove their rows 16-byte aligned, so it
+# loads and addresses the tiles element by element, and the 128 tiles below spill; these entries replace
+# the table's for them (others keep theirs).
+_UNALIGNED = {
+    (80, "16", "light", "fwd", 128): _c("64x32w8s2", "32x64w8s2"),
+    (80, "16", "light", "dq", 128): _c("32x64w8s2"),
+    (90, "16", "light", "fwd", 128): _c("128x64w8s3"),
+    (90, "16", "light", "dq", 128): _c("32x64w8s2"),
+}
 
 
 def _dtype_class(dtype: str) -> str:
@@ -164,16 +204,17 @@ def smem_estimate(kernel: str, config: Config, dtype: str, head_dim: int, head_d
 
 
 def candidates(kernel: str, arch: int, dtype: str, head_dim: int, head_dim_v: int, mod: str = "masked_sdpa",
-               dropout: bool = False):
+               dropout: bool = False, aligned: bool = True):
     """The configurations of ``kernel`` that may run on ``arch`` for these operands, the default first:
     the table's entries whose shared-memory estimate fits the arch (at least one, shrunk if need be).
-    head_dim / head_dim_v: the padded (power of two) head dims."""
+    head_dim / head_dim_v: the padded (power of two) head dims; aligned: whether the actual ones are
+    multiples of 16 (``is_aligned``)."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}")
     if interpreting():
         return [INTERPRETER_CONFIG]
     key = (_table_arch(arch), _dtype_class(dtype), weight(mod, dropout), kernel, _dim_bucket(max(head_dim, head_dim_v)))
-    table = _TABLE[key]
+    table = _TABLE[key] if aligned else _UNALIGNED.get(key, _TABLE[key])
     limit = smem_limit(arch)
     def estimate(c):
         return smem_estimate(kernel, c, dtype, head_dim, head_dim_v, arch, mod)
@@ -188,6 +229,20 @@ def candidates(kernel: str, arch: int, dtype: str, head_dim: int, head_dim_v: in
     return fits
 
 
+def redo_config(head_dim: int, head_dim_v: int) -> Config:
+    """The redo pass's configuration (any kernel, any arch; launch.plan(..., redo_pass=True)): BLOCK_M rows
+    (dK/dV: BLOCK_N keys) a program, each computed again one at a time against BLOCK_N keys (BLOCK_M rows)
+    a step in float32 registers, so the tiles shrink with the head dim."""
+    if interpreting():
+        return INTERPRETER_CONFIG
+    return Config(16, 32 if max(head_dim, head_dim_v) <= 128 else 16, 4, 1)
+
+
+def is_aligned(*head_dims: int) -> bool:
+    """Whether every head dim is a multiple of 16 (the table's own entries), else ``_UNALIGNED``'s."""
+    return all(d % 16 == 0 for d in head_dims)
+
+
 def autotune_enabled() -> bool:
     """TEMPATTN_TRITON_AUTOTUNE=0 pins the forward to its default config (bitwise the same run to run)."""
     return os.environ.get("TEMPATTN_TRITON_AUTOTUNE", "1") != "0"
@@ -197,4 +252,5 @@ def all_forward_configs():
     """Every forward config of every table entry (the autotuner's list; pruned per call)."""
     if interpreting():
         return [INTERPRETER_CONFIG]
-    return sorted({c for (_, _, _, kernel, _), cs in _TABLE.items() if kernel == "fwd" for c in cs})
+    return sorted({c for table in (_TABLE, _UNALIGNED) for (_, _, _, kernel, _), cs in table.items() if kernel == "fwd"
+                   for c in cs})

@@ -16,11 +16,12 @@ the window's (the bounds and the key mask stay everywhere).
 Non-finite inputs (docs/contract.md): admissibility (masks, causal, window) is tracked apart from the
 score value, so a NaN score propagates instead of removing its key. The loops use plain dots, where
 a non-finite v (k, q, dO) would leak as 0 * NaN into rows (keys) that cannot see it; it always leaves
-the tile's accumulator non-finite, so a tile that ends non-finite is redone by an exact pass
-(``_fwd_exact``, ``_dkdv_exact``, ``_dq_exact``: one row or key at a time, IEEE products over the
-admissible pairs only, no tensor cores, after the loop so that its registers do not weigh on the
-loop's). Tiles of finite inputs never take that branch. (The exact passes are inlined: as
-``noinline`` functions their call sequence made ptxas spill around the call site in every kernel.)
+those rows of the accumulator non-finite. Each kernel flags such rows (keys) in ``REDO`` (int8, one per
+row), and a second launch of the same kernel with ``REDO_PASS`` computes exactly the flagged rows again
+by an exact pass (``_fwd_exact``, ``_dkdv_exact``, ``_dq_exact``: one row or key at a time, IEEE
+products over the admissible pairs only, no tensor cores). Rows of finite inputs are never flagged, and a
+tile without a flagged row reads its flags only. (Inlined after the loop, the exact pass kept its
+pointers and bounds live across the loop: ptxas spilled in dozens of specialisations.)
 """
 import triton
 import triton.language as tl
@@ -131,9 +132,21 @@ def _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, 
 
 
 @triton.jit
-def _has_non_finite(x):
-    """True if any entry of the tile is NaN or +-inf (a uniform scalar: the whole program branches on it)."""
-    return tl.min(tl.where(tl.abs(x) < float("inf"), 1, 0)) == 0
+def _non_finite_rows(x):
+    """[rows] int32: 1 where the row of the tile ``x`` holds a NaN or +-inf, else 0."""
+    return tl.max(tl.where(tl.abs(x) < float("inf"), 0, 1), 1)
+
+
+@triton.jit
+def _store_flags(FLAGS, flags, o_r, n_r):
+    """The redo flags (int8, one per row) of rows ``o_r`` (< ``n_r``)."""
+    tl.store(FLAGS + o_r, flags.to(tl.int8), mask=o_r < n_r)
+
+
+@triton.jit
+def _any_flagged(FLAGS, o_r, n_r):
+    """True if a row of ``o_r`` is flagged (a uniform scalar: the whole program branches on it)."""
+    return tl.max(tl.load(FLAGS + o_r, mask=o_r < n_r, other=0).to(tl.int32), 0) > 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,44 +186,45 @@ def _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m
 
 
 @triton.jit
-def _fwd_exact(m0, lo, hi, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm, stride_kn, stride_vn, stride_om, i_b, i_h,
-               Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
-               PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
+def _fwd_exact(m0, lo, hi, REDO_BH, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm, stride_kn, stride_vn, stride_om,
+               i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW,
+               PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr,
                WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr,
                HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
-    """out of query tile m0 again, one row at a time, from the stored lse: P = exp(s - lse), and
-    out_i = sum over the admissible j of P_ij * v_j with IEEE products (0 * NaN = NaN there, and
-    nowhere else). Rare (tiles that met a non-finite value), so written for few registers and no
-    tensor cores, loops with run-time trip counts."""
+    """out of the flagged rows of query tile m0 again, one row at a time, from the stored lse:
+    P = exp(s - lse), and out_i = sum over the admissible j of P_ij * v_j with IEEE products
+    (0 * NaN = NaN there, and nowhere else). Rare (rows that met a non-finite value), so written for
+    few registers and no tensor cores, loops with run-time trip counts."""
     o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
     for i in range(m0, tl.minimum(m0 + BLOCK_M, Tq)):
-        o_m = i + tl.arange(0, 1)
-        p_m = o_m + (Tk - Tq)
-        b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
-        b_lse = tl.load(LSE_BH + o_m)
-        b_lse2 = tl.where(b_lse == float("-inf"), 0.0, b_lse * LOG2E)
-        acc = tl.zeros([HEAD_DIM_V], dtype=tl.float32)
-        for n0 in range(lo, hi, BLOCK_N):
-            o_n = n0 + tl.arange(0, BLOCK_N)
-            b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D).to(tl.float32)
-            b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV).to(tl.float32)
-            s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
-            s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
-                            window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
-            b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
-            if DROPOUT:
-                b_p = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_p * drop_scale, 0.0)
-            acc += tl.sum(tl.where(tl.trans(ok), tl.trans(b_p) * b_v, 0.0), 0)
-        # NaN / +inf lse: a NaN or +inf score in the row, whose out is NaN
-        bad = tl.max(((b_lse != b_lse) | (b_lse == float("inf"))).to(tl.int32), 0) > 0
-        acc = tl.where(bad, float("nan"), acc)
-        _store_tile(OUT_BH, acc[None, :], o_m, o_dv, stride_om, Tq, DV)
+        if tl.load(REDO_BH + i) != 0:
+            o_m = i + tl.arange(0, 1)
+            p_m = o_m + (Tk - Tq)
+            b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
+            b_lse = tl.load(LSE_BH + o_m)
+            b_lse2 = tl.where(b_lse == float("-inf"), 0.0, b_lse * LOG2E)
+            acc = tl.zeros([HEAD_DIM_V], dtype=tl.float32)
+            for n0 in range(lo, hi, BLOCK_N):
+                o_n = n0 + tl.arange(0, BLOCK_N)
+                b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D).to(tl.float32)
+                b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV).to(tl.float32)
+                s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
+                s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R,
+                                log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
+                b_p = tl.where(ok, tl.math.exp2(s - b_lse2[:, None]), 0.0)
+                if DROPOUT:
+                    b_p = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_p * drop_scale, 0.0)
+                acc += tl.sum(tl.where(tl.trans(ok), tl.trans(b_p) * b_v, 0.0), 0)
+            # NaN / +inf lse: a NaN or +inf score in the row, whose out is NaN
+            bad = tl.max(((b_lse != b_lse) | (b_lse == float("inf"))).to(tl.int32), 0) > 0
+            acc = tl.where(bad, float("nan"), acc)
+            _store_tile(OUT_BH, acc[None, :], o_m, o_dv, stride_om, Tq, DV)
 
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr", "TQ_BUCKET", "TK_BUCKET"])
 def attention_fwd_kernel(
-    Q, K, V, OUT, LSE, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, OUT, LSE, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     H, Tq, Tk, D, DV, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
@@ -218,66 +232,70 @@ def attention_fwd_kernel(
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HEAD_DIM_V: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, REDO_PASS: tl.constexpr,
 ):
     """out and lse for one query tile. TQ_BUCKET / TK_BUCKET: unused here, the autotuner's length key.
 
-    The loop uses plain dots; a tile whose accumulator ends non-finite (a non-finite v, or a NaN
-    row) has its out redone by ``_fwd_exact``.
+    The loop uses plain dots and flags in REDO ((B * H, Tq) int8) the rows whose accumulator ended
+    non-finite (a non-finite v, or a NaN row); the launch after it (``REDO_PASS``) computes the out of
+    the flagged rows again with ``_fwd_exact``.
     """
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    i_b64, i_h64 = i_b.to(tl.int64), i_h.to(tl.int64)
+    i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    p_m = o_m + (Tk - Tq)
-    o_dv = tl.arange(0, HEAD_DIM_V)
-    b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
+    Q_BH = Q + i_b64 * stride_qb + i_h64 * stride_qh
     K_BH, V_BH = K + i_b64 * stride_kb + i_h64 * stride_kh, V + i_b64 * stride_vb + i_h64 * stride_vh
-    VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh.to(tl.int64) * Tk
+    OUT_BH, LSE_BH, REDO_BH = OUT + i_b64 * stride_ob + i_h64 * stride_oh, LSE + i_bh64 * Tq, REDO + i_bh64 * Tq
+    VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
     qk_scale = scale * LOG2E
-
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM_V], dtype=tl.float32)
     lo, a, b, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    if WINDOWED:
-        for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
+    if REDO_PASS:
+        if _any_flagged(REDO_BH, o_m, Tq):
+            _fwd_exact(i_m * BLOCK_M, lo, hi, REDO_BH, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm, stride_kn,
+                       stride_vn, stride_om, i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr,
+                       drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, CAUSAL, WINDOWED,
+                       HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+    else:
+        p_m = o_m + (Tk - Tq)
+        o_dv = tl.arange(0, HEAD_DIM_V)
+        b_q = _tile(Q_BH, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD_DIM_V], dtype=tl.float32)
+        if WINDOWED:
+            for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
+                acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h,
+                                          Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
+                                          VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, True,
+                                          HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N,
+                                          HEAD_DIM, HEAD_DIM_V)
+        for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
             acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
                                       Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
-                                      KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, True, HAS_VALID,
+                                      KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, False, HAS_VALID,
                                       HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-    for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
-        acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
-                                  Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
-                                  KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, False, HAS_VALID,
-                                  HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-    if CAUSAL:
-        for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
-            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
-                                      Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
-                                      KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, True, MOD, S, WINDOWED, HAS_VALID,
-                                      HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+        if CAUSAL:
+            for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
+                acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h,
+                                          Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
+                                          VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, True, MOD, S, WINDOWED,
+                                          HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N,
+                                          HEAD_DIM, HEAD_DIM_V)
 
-    # l_i == 0 exactly iff the row has no admissible key (or only keys at -inf, e.g. key_bias = -inf):
-    # out = 0 (acc is 0 there, unless a non-finite v of an admissible key made it NaN) and lse = -inf.
-    # A NaN score makes l_i NaN, which is not == 0: out and lse are NaN. A +inf score (m_i = FLT_MAX)
-    # gives out = NaN (softmax's inf - inf) and lse = +inf (NaN if the row also has a NaN score), so
-    # the backward's P = exp(s - lse) is 0 for the row's finite scores, as for any other row.
-    empty = l_i == 0.0
-    inf_row = m_i == FLT_MAX
-    out = tl.where(inf_row[:, None], float("nan"), acc / tl.where(empty, 1.0, l_i)[:, None])
-    OUT_BH, LSE_BH = OUT + i_b64 * stride_ob + i_h64 * stride_oh, LSE + i_bh.to(tl.int64) * Tq
-    _store_tile(OUT_BH, out, o_m, o_dv, stride_om, Tq, DV)
-    lse = tl.where(inf_row, tl.where(l_i == l_i, float("inf"), float("nan")), (m_i + tl.log2(l_i)) * LN2)
-    lse = tl.where(empty, float("-inf"), lse)
-    tl.store(LSE_BH + o_m, lse, mask=o_m < Tq)
-    if _has_non_finite(acc):  # a non-finite v (or a NaN row): redo out with v's non-finite values kept apart
-        tl.debug_barrier()  # the lse stored above, read back by other threads
-        _fwd_exact(i_m * BLOCK_M, lo, hi, Q + i_b64 * stride_qb + i_h64 * stride_qh, K_BH, V_BH, OUT_BH, LSE_BH,
-                   stride_qm, stride_kn, stride_vn, stride_om, i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps,
-                   seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S, CAUSAL,
-                   WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N, HEAD_DIM,
-                   HEAD_DIM_V)
+        # l_i == 0 exactly iff the row has no admissible key (or only keys at -inf, e.g. key_bias = -inf):
+        # out = 0 (acc is 0 there, unless a non-finite v of an admissible key made it NaN) and lse = -inf.
+        # A NaN score makes l_i NaN, which is not == 0: out and lse are NaN. A +inf score (m_i = FLT_MAX)
+        # gives out = NaN (softmax's inf - inf) and lse = +inf (NaN if the row also has a NaN score), so
+        # the backward's P = exp(s - lse) is 0 for the row's finite scores, as for any other row.
+        empty = l_i == 0.0
+        inf_row = m_i == FLT_MAX
+        out = tl.where(inf_row[:, None], float("nan"), acc / tl.where(empty, 1.0, l_i)[:, None])
+        _store_tile(OUT_BH, out, o_m, o_dv, stride_om, Tq, DV)
+        lse = tl.where(inf_row, tl.where(l_i == l_i, float("inf"), float("nan")), (m_i + tl.log2(l_i)) * LN2)
+        lse = tl.where(empty, float("-inf"), lse)
+        tl.store(LSE_BH + o_m, lse, mask=o_m < Tq)
+        _store_flags(REDO_BH, _non_finite_rows(acc), o_m, Tq)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -386,122 +404,124 @@ def _dkdv_tile(m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_d
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dkdv_kernel(
-    Q, K, V, DO, NORM, DELTA, DK, DV, DKB, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, DO, NORM, DELTA, DK, DV, DKB, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HEAD_DIM_V: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, REDO_PASS: tl.constexpr,
 ):
     """dK, dV (contiguous (B, H, Tk, .)) and d key_bias (B, H, Tk) for one key tile.
 
-    Plain dots in the loop; a key tile whose dK or dV ends non-finite is redone with non-finite q / dO
-    kept to the keys that admit them (d key_bias only sums dS, which is exact either way).
+    Plain dots in the loop, which flags in REDO ((B * H, Tk) int8) the keys whose dK or dV ended
+    non-finite; the launch after it (``REDO_PASS``) computes them again with non-finite q / dO kept to
+    the keys that admit them (d key_bias only sums dS, which is exact either way).
     """
     i_n, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
     o_n = i_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
-    b_k = _tile(K + i_b64 * stride_kb + i_h64 * stride_kh, o_n, o_d, stride_kn, Tk, D)
-    b_v = _tile(V + i_b64 * stride_vb + i_h64 * stride_vh, o_n, o_dv, stride_vn, Tk, DV_DIM)
+    K_BH, V_BH = K + i_b64 * stride_kb + i_h64 * stride_kh, V + i_b64 * stride_vb + i_h64 * stride_vh
     Q_BH, DO_BH = Q + i_b64 * stride_qb + i_h64 * stride_qh, DO + i_b64 * stride_dob + i_h64 * stride_doh
     NORM_BH, DELTA_BH = NORM + i_bh64 * Tq * 2, DELTA + i_bh64 * Tq
+    DK_BH, DV_BH, REDO_BH = DK + i_bh64 * Tk * D, DV + i_bh64 * Tk * DV_DIM, REDO + i_bh64 * Tk
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
     qk_scale = scale * LOG2E
-
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM_V], dtype=tl.float32)
-    dkb = tl.zeros([BLOCK_N], dtype=tl.float32)
     lo, b, c, hi = _query_ranges(i_n, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    if CAUSAL:
-        for m0 in range(lo, b, BLOCK_M):  # on the diagonal: causal mask
+    if REDO_PASS:
+        if _any_flagged(REDO_BH, o_n, Tk):
+            _dkdv_exact(i_n * BLOCK_N, lo, hi, REDO_BH, K_BH, V_BH, Q_BH, DO_BH, NORM_BH, DELTA_BH, DK_BH, DV_BH,
+                        stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
+                        qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                        TIMES_ROW, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT,
+                        BLOCK_M, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+    else:
+        o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
+        b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D)
+        b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM)
+        dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+        dv = tl.zeros([BLOCK_N, HEAD_DIM_V], dtype=tl.float32)
+        dkb = tl.zeros([BLOCK_N], dtype=tl.float32)
+        if CAUSAL:
+            for m0 in range(lo, b, BLOCK_M):  # on the diagonal: causal mask
+                b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
+                    m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D,
+                    DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+                    PARAM_1, TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT,
+                    PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
+                dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
+                dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
+                if HAS_BIAS:
+                    dkb += tl.sum(b_ds, 0)
+        for m0 in range(b, c, BLOCK_M):  # admitted whole: no mask but the bounds and the key mask
             b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
                 m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
                 R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
                 BLOCK_M, HEAD_DIM, HEAD_DIM_V)
             dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
             dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
             if HAS_BIAS:
                 dkb += tl.sum(b_ds, 0)
-    for m0 in range(b, c, BLOCK_M):  # admitted whole: no mask but the bounds and the key mask
-        b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-            m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
-            R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-            TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
-            BLOCK_M, HEAD_DIM, HEAD_DIM_V)
-        dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
-        dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
+        if WINDOWED:
+            for m0 in range(c, hi, BLOCK_M):  # across the window's edge: window mask
+                b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
+                    m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D,
+                    DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+                    PARAM_1, TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT,
+                    PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
+                dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
+                dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
+                if HAS_BIAS:
+                    dkb += tl.sum(b_ds, 0)
+        _store_tile(DK_BH, dk * scale, o_n, o_d, D, Tk, D)
+        _store_tile(DV_BH, dv, o_n, o_dv, DV_DIM, Tk, DV_DIM)
         if HAS_BIAS:
-            dkb += tl.sum(b_ds, 0)
-    if WINDOWED:
-        for m0 in range(c, hi, BLOCK_M):  # across the window's edge: window mask
-            b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-                m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
-                R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
-                BLOCK_M, HEAD_DIM, HEAD_DIM_V)
-            dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
-            dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
-            if HAS_BIAS:
-                dkb += tl.sum(b_ds, 0)
-    DK_BH, DV_BH = DK + i_bh64 * Tk * D, DV + i_bh64 * Tk * DV_DIM
-    _store_tile(DK_BH, dk * scale, o_n, o_d, D, Tk, D)
-    _store_tile(DV_BH, dv, o_n, o_dv, DV_DIM, Tk, DV_DIM)
-    if HAS_BIAS:
-        tl.store(DKB + i_bh64 * Tk + o_n, dkb, mask=o_n < Tk)
-    if _has_non_finite(dk) | _has_non_finite(dv):
-        # a non-finite q / dO (or a NaN row): redo dK and dV with the non-finite values kept to the keys
-        # that admit them
-        _dkdv_exact(i_n * BLOCK_N, lo, hi, K + i_b64 * stride_kb + i_h64 * stride_kh,
-                    V + i_b64 * stride_vb + i_h64 * stride_vh, Q_BH, DO_BH, NORM_BH, DELTA_BH, DK_BH, DV_BH,
-                    stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
-                    qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-                    MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
-                    HEAD_DIM, HEAD_DIM_V)
+            tl.store(DKB + i_bh64 * Tk + o_n, dkb, mask=o_n < Tk)
+        _store_flags(REDO_BH, tl.maximum(_non_finite_rows(dk), _non_finite_rows(dv)), o_n, Tk)
 
 
 @triton.jit
-def _dkdv_exact(n0, lo, hi, K_BH, V_BH, Q_BH, DO_BH, NORM_BH, DELTA_BH, DK_BH, DV_BH, stride_qm, stride_kn, stride_vn,
-                stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr,
-                drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr,
-                CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-                HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr,
-                BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
-    """dK, dV of key tile n0 again, one key at a time: dv_j = sum over the admissible i of P_ij dO_i and
-    dk_j = scale * sum of dS_ij q_i, with IEEE products (see ``_fwd_exact``)."""
+def _dkdv_exact(n0, lo, hi, REDO_BH, K_BH, V_BH, Q_BH, DO_BH, NORM_BH, DELTA_BH, DK_BH, DV_BH, stride_qm, stride_kn,
+                stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed,
+                drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr,
+                S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
+                HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """dK, dV of the flagged keys of key tile n0 again, one key at a time: dv_j = sum over the admissible i
+    of P_ij dO_i and dk_j = scale * sum of dS_ij q_i, with IEEE products (see ``_fwd_exact``)."""
     o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
     for j in range(n0, tl.minimum(n0 + BLOCK_N, Tk)):
-        o_n = j + tl.arange(0, 1)
-        b_k = tl.reshape(_tile(K_BH, o_n, o_d, stride_kn, Tk, D), [HEAD_DIM]).to(tl.float32)
-        b_v = tl.reshape(_tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
-        dk = tl.zeros([HEAD_DIM], dtype=tl.float32)
-        dv = tl.zeros([HEAD_DIM_V], dtype=tl.float32)
-        for m0 in range(lo, hi, BLOCK_M):
-            o_m = m0 + tl.arange(0, BLOCK_M)
-            p_m = o_m + (Tk - Tq)
-            b_q = _tile(Q_BH, o_m, o_d, stride_qm, Tq, D).to(tl.float32)
-            b_do = _tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM).to(tl.float32)
-            b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
-            b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
-            s = tl.sum(b_q * b_k[None, :], 1)[:, None] * qk_scale
-            s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
-                            window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
-            b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
-            b_dp = tl.sum(b_do * b_v[None, :], 1)[:, None]
-            b_pd = b_p
-            if DROPOUT:
-                keep = dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n)
-                b_pd = tl.where(keep, b_p * drop_scale, 0.0)
-                b_dp = tl.where(keep, b_dp * drop_scale, 0.0)
-            b_ds = tl.where(ok, b_p * (b_dp - b_delta[:, None]), 0.0)
-            dv += tl.sum(tl.where(ok, b_pd * b_do, 0.0), 0)
-            dk += tl.sum(tl.where(ok, b_ds * b_q, 0.0), 0)
-        _store_tile(DK_BH, (dk * scale)[None, :], o_n, o_d, D, Tk, D)
-        _store_tile(DV_BH, dv[None, :], o_n, o_dv, DV_DIM, Tk, DV_DIM)
+        if tl.load(REDO_BH + j) != 0:
+            o_n = j + tl.arange(0, 1)
+            b_k = tl.reshape(_tile(K_BH, o_n, o_d, stride_kn, Tk, D), [HEAD_DIM]).to(tl.float32)
+            b_v = tl.reshape(_tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
+            dk = tl.zeros([HEAD_DIM], dtype=tl.float32)
+            dv = tl.zeros([HEAD_DIM_V], dtype=tl.float32)
+            for m0 in range(lo, hi, BLOCK_M):
+                o_m = m0 + tl.arange(0, BLOCK_M)
+                p_m = o_m + (Tk - Tq)
+                b_q = _tile(Q_BH, o_m, o_d, stride_qm, Tq, D).to(tl.float32)
+                b_do = _tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM).to(tl.float32)
+                b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
+                b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
+                s = tl.sum(b_q * b_k[None, :], 1)[:, None] * qk_scale
+                s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R,
+                                log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
+                b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
+                b_dp = tl.sum(b_do * b_v[None, :], 1)[:, None]
+                b_pd = b_p
+                if DROPOUT:
+                    keep = dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n)
+                    b_pd = tl.where(keep, b_p * drop_scale, 0.0)
+                    b_dp = tl.where(keep, b_dp * drop_scale, 0.0)
+                b_ds = tl.where(ok, b_p * (b_dp - b_delta[:, None]), 0.0)
+                dv += tl.sum(tl.where(ok, b_pd * b_do, 0.0), 0)
+                dk += tl.sum(tl.where(ok, b_ds * b_q, 0.0), 0)
+            _store_tile(DK_BH, (dk * scale)[None, :], o_n, o_d, D, Tk, D)
+            _store_tile(DV_BH, dv[None, :], o_n, o_dv, DV_DIM, Tk, DV_DIM)
 
 
 @triton.jit
@@ -524,112 +544,119 @@ def _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn, 
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dq_kernel(
-    Q, K, V, DO, NORM, DELTA, DQ, PARTIAL_0, PARTIAL_1, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, DO, NORM, DELTA, DQ, PARTIAL_0, PARTIAL_1, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HEAD_DIM_V: tl.constexpr, S_PAD: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, S_PAD: tl.constexpr, REDO_PASS: tl.constexpr,
 ):
     """dQ (contiguous) for one query tile, plus the modifier's per-tile gradient partials (score_mods.py).
 
-    Plain dots in the loop; a tile whose dQ ends non-finite is redone with non-finite k kept to the rows
-    that admit them (the partials only sum dS, which is exact either way).
+    Plain dots in the loop, which flags in REDO ((B * H, Tq) int8) the rows whose dQ ended non-finite;
+    the launch after it (``REDO_PASS``) computes them again with non-finite k kept to the rows that
+    admit them (the partials only sum dS, which is exact either way).
     """
     i_m, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_b64, i_h64, i_bh64 = i_b.to(tl.int64), i_h.to(tl.int64), i_bh.to(tl.int64)
     o_m = i_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    p_m = o_m + (Tk - Tq)
-    o_d = tl.arange(0, HEAD_DIM)
-    b_q = _tile(Q + i_b64 * stride_qb + i_h64 * stride_qh, o_m, o_d, stride_qm, Tq, D)
-    b_do = _tile(DO + i_b64 * stride_dob + i_h64 * stride_doh, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
-    b_shift, b_inv_sum = _row_norm(NORM + i_bh64 * Tq * 2, o_m, Tq)
-    b_delta = tl.load(DELTA + i_bh64 * Tq + o_m, mask=o_m < Tq, other=0.0)
+    Q_BH, DO_BH = Q + i_b64 * stride_qb + i_h64 * stride_qh, DO + i_b64 * stride_dob + i_h64 * stride_doh
     K_BH, V_BH = K + i_b64 * stride_kb + i_h64 * stride_kh, V + i_b64 * stride_vb + i_h64 * stride_vh
+    NORM_BH, DELTA_BH = NORM + i_bh64 * Tq * 2, DELTA + i_bh64 * Tq
+    DQ_BH, REDO_BH = DQ + i_bh64 * Tq * D, REDO + i_bh64 * Tq
     VALID_ROW, TIMES_ROW, KB_ROW = VALID + i_b64 * Tk, TIMES + i_b64 * Tk, KEY_BIAS + i_bh64 * Tk
     qk_scale = scale * LOG2E
-    p0 = i_m * BLOCK_M + (Tk - Tq)  # the tile's first row position
-
-    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    PARTIAL_0_TILE = partial_tile(PARTIAL_0, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
-    PARTIAL_1_TILE = partial_tile(PARTIAL_1, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
-    g0, g1 = grad_init(BLOCK_M, BLOCK_N, MOD, S_PAD)
     lo, a, b, hi = _key_ranges(i_m, Tq, Tk, window, BLOCK_M, BLOCK_N, CAUSAL, WINDOWED)
-    if WINDOWED:
-        for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
+    if REDO_PASS:
+        if _any_flagged(REDO_BH, o_m, Tq):
+            _dq_exact(i_m * BLOCK_M, lo, hi, REDO_BH, Q_BH, DO_BH, K_BH, V_BH, NORM_BH, DELTA_BH, DQ_BH, stride_qm,
+                      stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale,
+                      log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD, S,
+                      CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
+                      HEAD_DIM, HEAD_DIM_V)
+    else:
+        p_m = o_m + (Tk - Tq)
+        o_d = tl.arange(0, HEAD_DIM)
+        b_q = _tile(Q_BH, o_m, o_d, stride_qm, Tq, D)
+        b_do = _tile(DO_BH, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
+        b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
+        b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
+        p0 = i_m * BLOCK_M + (Tk - Tq)  # the tile's first row position
+
+        dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+        PARTIAL_0_TILE = partial_tile(PARTIAL_0, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
+        PARTIAL_1_TILE = partial_tile(PARTIAL_1, i_bh64, i_m, Tq, R, MOD, S, BLOCK_M)
+        g0, g1 = grad_init(BLOCK_M, BLOCK_N, MOD, S_PAD)
+        if WINDOWED:
+            for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
+                b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
+                                             stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                             log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                             TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                                             DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+                dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
+                g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n,
+                                   p0 - n0, Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M,
+                                   BLOCK_N)
+        for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
             b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
                                          stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
                                          log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                                         TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                                         TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
                                          DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
             dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
             g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
                                Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
-    for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
-        b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
-                                     stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps,
-                                     seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD,
-                                     S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
-                                     BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-        dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
-        g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
-                           Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
-    if CAUSAL:
-        for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
-            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
-                                         stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
-                                         log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                                         TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
-                                         DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-            dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
-            g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
-                               Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
-    DQ_BH = DQ + i_bh64 * Tq * D
-    _store_tile(DQ_BH, dq * scale, o_m, o_d, D, Tq, D)
-    if _has_non_finite(dq):
-        # a non-finite k (or a NaN row): redo dQ with the non-finite values kept to the rows that admit them
-        _dq_exact(i_m * BLOCK_M, lo, hi, Q + i_b64 * stride_qb + i_h64 * stride_qh,
-                  DO + i_b64 * stride_dob + i_h64 * stride_doh, K_BH, V_BH, NORM + i_bh64 * Tq * 2, DELTA + i_bh64 * Tq,
-                  DQ_BH, stride_qm, stride_kn, stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale,
-                  qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD,
-                  S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, BLOCK_M, BLOCK_N,
-                  HEAD_DIM, HEAD_DIM_V)
-    n_last = lo + tl.maximum(hi - 1 - lo, 0) // BLOCK_N * BLOCK_N  # the last key tile visited (lo if none)
-    grad_finish(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, o_m, p0 - n_last, Tq, R, MOD, S, S_PAD, BLOCK_N)
+        if CAUSAL:
+            for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
+                b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
+                                             stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                             log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                             TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES,
+                                             HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+                dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
+                g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n,
+                                   p0 - n0, Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M,
+                                   BLOCK_N)
+        _store_tile(DQ_BH, dq * scale, o_m, o_d, D, Tq, D)
+        _store_flags(REDO_BH, _non_finite_rows(dq), o_m, Tq)
+        n_last = lo + tl.maximum(hi - 1 - lo, 0) // BLOCK_N * BLOCK_N  # the last key tile visited (lo if none)
+        grad_finish(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, o_m, p0 - n_last, Tq, R, MOD, S, S_PAD, BLOCK_N)
 
 
 @triton.jit
-def _dq_exact(m0, lo, hi, Q_BH, DO_BH, K_BH, V_BH, NORM_BH, DELTA_BH, DQ_BH, stride_qm, stride_kn, stride_vn,
-              stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed, drop_thr,
-              drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr,
-              CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
-              HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr,
-              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
-    """dQ of query tile m0 again, one row at a time: dq_i = scale * sum over the admissible j of dS_ij k_j,
-    with IEEE products (see ``_fwd_exact``)."""
+def _dq_exact(m0, lo, hi, REDO_BH, Q_BH, DO_BH, K_BH, V_BH, NORM_BH, DELTA_BH, DQ_BH, stride_qm, stride_kn,
+              stride_vn, stride_dom, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, scale, qk_scale, log_eps, seed,
+              drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, MOD: tl.constexpr,
+              S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
+              HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """dQ of the flagged rows of query tile m0 again, one row at a time: dq_i = scale * sum over the
+    admissible j of dS_ij k_j, with IEEE products (see ``_fwd_exact``)."""
     o_d, o_dv = tl.arange(0, HEAD_DIM), tl.arange(0, HEAD_DIM_V)
     for i in range(m0, tl.minimum(m0 + BLOCK_M, Tq)):
-        o_m = i + tl.arange(0, 1)
-        p_m = o_m + (Tk - Tq)
-        b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
-        b_do = tl.reshape(_tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
-        b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
-        b_delta = tl.load(DELTA_BH + o_m)
-        dq = tl.zeros([HEAD_DIM], dtype=tl.float32)
-        for n0 in range(lo, hi, BLOCK_N):
-            o_n = n0 + tl.arange(0, BLOCK_N)
-            b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D).to(tl.float32)
-            b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM).to(tl.float32)
-            s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
-            s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R, log_eps,
-                            window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
-            b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
-            b_dp = tl.sum(b_v * b_do[None, :], 1)[None, :]
-            if DROPOUT:
-                b_dp = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_dp * drop_scale, 0.0)
-            b_ds = tl.where(ok, b_p * (b_dp - b_delta[:, None]), 0.0)
-            dq += tl.sum(tl.where(tl.trans(ok), tl.trans(b_ds) * b_k, 0.0), 0)
-        _store_tile(DQ_BH, (dq * scale)[None, :], o_m, o_d, D, Tq, D)
+        if tl.load(REDO_BH + i) != 0:
+            o_m = i + tl.arange(0, 1)
+            p_m = o_m + (Tk - Tq)
+            b_q = tl.reshape(_tile(Q_BH, o_m, o_d, stride_qm, Tq, D), [HEAD_DIM]).to(tl.float32)
+            b_do = tl.reshape(_tile(DO_BH, o_m, o_dv, stride_dom, Tq, DV_DIM), [HEAD_DIM_V]).to(tl.float32)
+            b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
+            b_delta = tl.load(DELTA_BH + o_m)
+            dq = tl.zeros([HEAD_DIM], dtype=tl.float32)
+            for n0 in range(lo, hi, BLOCK_N):
+                o_n = n0 + tl.arange(0, BLOCK_N)
+                b_k = _tile(K_BH, o_n, o_d, stride_kn, Tk, D).to(tl.float32)
+                b_v = _tile(V_BH, o_n, o_dv, stride_vn, Tk, DV_DIM).to(tl.float32)
+                s = tl.sum(b_k * b_q[None, :], 1)[None, :] * qk_scale
+                s, ok = _modify(s, o_m, p_m, o_n, i_h, Tq, Tk, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, R,
+                                log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS)
+                b_p = tl.where(ok, tl.math.exp2(s - b_shift[:, None]) * b_inv_sum[:, None], 0.0)
+                b_dp = tl.sum(b_v * b_do[None, :], 1)[None, :]
+                if DROPOUT:
+                    b_dp = tl.where(dropout_keep(seed, drop_thr, i_b, i_h, o_m, o_n), b_dp * drop_scale, 0.0)
+                b_ds = tl.where(ok, b_p * (b_dp - b_delta[:, None]), 0.0)
+                dq += tl.sum(tl.where(tl.trans(ok), tl.trans(b_ds) * b_k, 0.0), 0)
+            _store_tile(DQ_BH, (dq * scale)[None, :], o_m, o_d, D, Tq, D)

@@ -96,51 +96,59 @@ def _strides(*tensors):
     return [s for t in tensors for s in t.stride()[:3]]
 
 
-def _launch_kw(kernel: str, config: C.Config, constexprs: dict) -> dict:
-    return dict(constexprs, BLOCK_M=config.block_m, BLOCK_N=config.block_n, num_warps=config.num_warps,
-                num_stages=config.num_stages)
+def _launch_kw(config: C.Config, constexprs: dict, **extra) -> dict:
+    return dict(constexprs, BLOCK_M=config.block_m, BLOCK_N=config.block_n, **config.launch_options(), **extra)
+
+
+def redo_flags(x: torch.Tensor) -> torch.Tensor:
+    """The redo flags of a pass over the rows of ``x`` (B, H, T, D): (B, H, T) int8, each written by the pass."""
+    return torch.empty(x.shape[:3], device=x.device, dtype=torch.int8)
 
 
 def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, lse=None, norm=None, out=None,
-         outputs=None, **kw):
+         outputs=None, redo=None, redo_pass=False, **kw):
     """(kernel fn, grid, positional args, keyword args) of one launch of ``kernel`` with ``config``.
 
     fwd: ``out``, ``lse`` are written; norm: ``norm`` (B, H, Tq, 2) is written from ``lse``; dkdv:
     ``outputs`` = (dk, dv, dkb or None); dq: ``outputs`` = (dq, partial_0 or None, partial_1 or None).
+    fwd, dkdv and dq: ``redo`` (``redo_flags``) flags the rows (keys) whose result ended non-finite;
+    ``redo_pass``: the launch after that one, which computes the flagged rows again (the exact pass;
+    its config is ``configs.redo_config``).
     ``kw``: the operator's arguments (see ``_common``)."""
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     _, pointers, scalars, constexprs = _common(q, k, v, **kw)
     if kernel == "fwd":
-        args = [q, k, v, out, lse, *pointers, *_strides(q, k, v, out), *scalars, _bucket(Tq), _bucket(Tk)]
+        args = [q, k, v, out, lse, redo, *pointers, *_strides(q, k, v, out), *scalars, _bucket(Tq), _bucket(Tk)]
         grid = (triton.cdiv(Tq, config.block_m), B * H)
-        return attention_fwd_kernel, grid, args, _launch_kw("fwd", config, constexprs)
+        return attention_fwd_kernel, grid, args, _launch_kw(config, constexprs, REDO_PASS=redo_pass)
     if kernel == "norm":  # the scalars and constexprs of the score, without v's and dropout's
         args = [q, k, lse, norm, *pointers, *_strides(q, k), *scalars[:4], *scalars[5:9]]
-        kwargs = {name: value for name, value in _launch_kw("dq", config, constexprs).items()
+        kwargs = {name: value for name, value in _launch_kw(config, constexprs).items()
                   if name not in ("DROPOUT", "HEAD_DIM_V")}
         return attention_row_norm_kernel, (triton.cdiv(Tq, config.block_m), B * H), args, kwargs
     if kernel == "dkdv":
         dk, dv, dkb = outputs
-        args = [q, k, v, grad_out, norm, delta, dk, dv, dkb if dkb is not None else delta, *pointers,
+        args = [q, k, v, grad_out, norm, delta, dk, dv, dkb if dkb is not None else delta, redo, *pointers,
                 *_strides(q, k, v, grad_out), *scalars]
         grid = (triton.cdiv(Tk, config.block_n), B * H)
-        return attention_bwd_dkdv_kernel, grid, args, _launch_kw("dkdv", config, constexprs)
+        return attention_bwd_dkdv_kernel, grid, args, _launch_kw(config, constexprs, REDO_PASS=redo_pass)
     dq, p0, p1 = outputs
     if constexprs["MOD"] == MOD_RELPOS.value and config.block_m > config.block_n:
         raise ValueError(f"relpos dQ needs BLOCK_M <= BLOCK_N, got {config}")
     s_pad = max(2, triton.next_power_of_2(constexprs["S"])) if constexprs["MOD"] == MOD_DECAY.value else 1
     args = [q, k, v, grad_out, norm, delta, dq, p0 if p0 is not None else delta, p1 if p1 is not None else delta,
-            *pointers, *_strides(q, k, v, grad_out), *scalars]
+            redo, *pointers, *_strides(q, k, v, grad_out), *scalars]
     grid = (triton.cdiv(Tq, config.block_m), B * H)
-    return attention_bwd_dq_kernel, grid, args, dict(_launch_kw("dq", config, constexprs), S_PAD=s_pad)
+    return attention_bwd_dq_kernel, grid, args, dict(_launch_kw(config, constexprs, REDO_PASS=redo_pass), S_PAD=s_pad)
 
 
 def select(kernel: str, q, k, v, mod: str, dropout: bool, arch: int = None, precision: str = None):
     """The candidates (configs.candidates) of ``kernel`` for these operands on ``arch`` (default: q's device)."""
     arch = device_arch(q.device) if arch is None else arch
     precision = dtype_name(q.dtype) if precision is None else precision
-    return C.candidates(kernel, arch, precision, padded(q.shape[3]), padded(v.shape[3]), mod, dropout)
+    return C.candidates(kernel, arch, precision, padded(q.shape[3]), padded(v.shape[3]), mod, dropout,
+                        C.is_aligned(q.shape[3], v.shape[3]))
 
 
 # The forward's autotuner: every table config, pruned per call to the candidates of the call's arch,
@@ -151,7 +159,7 @@ _AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "MOD", "S",
 
 
 def _triton_config(c: C.Config):
-    return triton.Config(dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n), num_warps=c.num_warps, num_stages=c.num_stages)
+    return triton.Config(dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n), **c.launch_options())
 
 
 def _prune_forward(configs, named_args, **kwargs):
@@ -159,8 +167,9 @@ def _prune_forward(configs, named_args, **kwargs):
     mod = next(name for name, m in MODIFIERS.items() if m.code == kwargs["MOD"])
     precision = dtype_name(q.dtype, kwargs["PRECISION"] == "tf32")
     wanted = select("fwd", q, None, v, mod, kwargs["DROPOUT"], precision=precision)
-    by_key = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages): c for c in configs}
-    return [by_key[(c.block_m, c.block_n, c.num_warps, c.num_stages)] for c in wanted]
+    by_key = {C.Config(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.maxnreg or 0): c
+              for c in configs}
+    return [by_key[c] for c in wanted]
 
 
 _forward_autotuned = triton.autotune(configs=[_triton_config(c) for c in C.all_forward_configs()], key=_AUTOTUNE_KEY,
@@ -179,14 +188,28 @@ def attention_forward(q, k, v, **kw):
     out = torch.empty((B, H, Tq, v.shape[3]), device=q.device, dtype=q.dtype)
     lse = torch.empty((B, H, Tq), device=q.device, dtype=torch.float32)
     configs = select("fwd", q, k, v, kw["mod"], kw["dropout_p"] > 0, precision=kw["precision"])
-    fn, grid, args, kwargs = plan("fwd", configs[0], q, k, v, out=out, lse=lse, **kw)
+    redo = redo_flags(q)
     if len(configs) == 1 or not C.autotune_enabled():
-        fn[grid](*args, **kwargs)
+        _run("fwd", configs[0], q, k, v, out=out, lse=lse, redo=redo, **kw)
     else:
-        for name in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"):
+        _, _, args, kwargs = plan("fwd", configs[0], q, k, v, out=out, lse=lse, redo=redo, **kw)
+        for name in ("BLOCK_M", "BLOCK_N", *configs[0].launch_options()):
             kwargs.pop(name)
         _forward_autotuned[lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)](*args, **kwargs)
+    _run_redo_pass("fwd", q, k, v, out=out, lse=lse, redo=redo, **kw)
     return out, lse
+
+
+def _run(kernel: str, config: C.Config, q, k, v, **plan_kw):
+    """One launch of ``plan(kernel, config, ...)``."""
+    fn, grid, args, kwargs = plan(kernel, config, q, k, v, **plan_kw)
+    fn[grid](*args, **kwargs)
+
+
+def _run_redo_pass(kernel: str, q, k, v, **plan_kw):
+    """The launch after ``kernel``'s: the rows (keys) it flagged computed again by the exact pass (on finite
+    inputs each program reads its flags only)."""
+    _run(kernel, C.redo_config(padded(q.shape[3]), padded(v.shape[3])), q, k, v, redo_pass=True, **plan_kw)
 
 
 def attention_backward(grad_out, delta, lse, q, k, v, **kw):
@@ -215,12 +238,12 @@ def attention_backward(grad_out, delta, lse, q, k, v, **kw):
     partials += [None] * (2 - len(partials))
     delta = delta.float().contiguous()
     norm = torch.empty((B, H, Tq, 2), device=q.device, dtype=torch.float32)
-    fn, grid, args, kwargs = plan("norm", cfg_q, q, k, v, lse=lse, norm=norm, **kw)
-    fn[grid](*args, **kwargs)
-    fn, grid, args, kwargs = plan("dkdv", cfg_kv, q, k, v, grad_out=grad_out, delta=delta, norm=norm,
-                                  outputs=(dk, dv, dkb), **kw)
-    fn[grid](*args, **kwargs)
-    fn, grid, args, kwargs = plan("dq", cfg_q, q, k, v, grad_out=grad_out, delta=delta, norm=norm,
-                                  outputs=(dq, *partials), **kw)
-    fn[grid](*args, **kwargs)
+    _run("norm", cfg_q, q, k, v, lse=lse, norm=norm, **kw)
+    grads = dict(grad_out=grad_out, delta=delta, norm=norm, **kw)
+    dkdv = dict(grads, outputs=(dk, dv, dkb), redo=redo_flags(k))
+    _run("dkdv", cfg_kv, q, k, v, **dkdv)
+    _run_redo_pass("dkdv", q, k, v, **dkdv)
+    dq_pass = dict(grads, outputs=(dq, *partials), redo=redo_flags(q))
+    _run("dq", cfg_q, q, k, v, **dq_pass)
+    _run_redo_pass("dq", q, k, v, **dq_pass)
     return (dq, dk, dv, dkb, *partials)

@@ -1,6 +1,7 @@
 """The Triton launch configurations (kernels/common/configs.py) and the compile gate's coverage
 (tools/triton_check.py). Plain Python: no GPU and no interpreter needed. `make triton-check` compiles them."""
 import importlib.util
+import itertools
 import os
 from pathlib import Path
 
@@ -41,8 +42,8 @@ def test_every_candidate_fits_the_arch_shared_memory(arch, kernel):
     for dtype in C.DTYPES:
         for d in HEAD_DIMS:
             for dv in (d, 16, 256):
-                for mod, dropout in MODS:
-                    cands = C.candidates(kernel, arch, dtype, d, dv, mod, dropout)
+                for (mod, dropout), aligned in itertools.product(MODS, (True, False)):
+                    cands = C.candidates(kernel, arch, dtype, d, dv, mod, dropout, aligned)
                     assert cands, (kernel, arch, dtype, d, dv, mod)
                     for c in cands:
                         assert C.smem_estimate(kernel, c, dtype, d, dv, arch, mod) <= C.smem_limit(arch), \
@@ -55,8 +56,8 @@ def test_dq_tiles_suit_the_relpos_band_carry():
     for arch in ARCHS:
         for dtype in C.DTYPES:
             for d in HEAD_DIMS:
-                for dropout in (False, True):
-                    for c in C.candidates("dq", arch, dtype, d, d, "relpos_attention", dropout):
+                for dropout, aligned in itertools.product((False, True), (True, False)):
+                    for c in C.candidates("dq", arch, dtype, d, d, "relpos_attention", dropout, aligned):
                         assert c.block_m <= c.block_n, (arch, dtype, d, c)
 
 
@@ -66,10 +67,44 @@ def test_backward_kernels_are_not_autotuned_and_forward_configs_are_all_listed()
     for arch in (80, 90, 100):
         for dtype in C.DTYPES:
             for d in HEAD_DIMS:
-                for mod, dropout in MODS:
-                    assert len(C.candidates("dkdv", arch, dtype, d, d, mod, dropout)) == 1
-                    assert len(C.candidates("dq", arch, dtype, d, d, mod, dropout)) == 1
-                    assert set(C.candidates("fwd", arch, dtype, d, d, mod, dropout)) <= every
+                for (mod, dropout), aligned in itertools.product(MODS, (True, False)):
+                    assert len(C.candidates("dkdv", arch, dtype, d, d, mod, dropout, aligned)) == 1
+                    assert len(C.candidates("dq", arch, dtype, d, d, mod, dropout, aligned)) == 1
+                    assert set(C.candidates("fwd", arch, dtype, d, d, mod, dropout, aligned)) <= every
+
+
+@pytest.mark.parametrize("name", ["128x64w8s3", "16x32w4s2r168", "64x64w4s1r255"])
+def test_config_names_round_trip(name):
+    config = C.parse_config(name)
+    assert str(config) == name
+    options = config.launch_options()
+    assert options["num_warps"] == config.num_warps and options.get("maxnreg", 0) == config.maxnreg
+
+
+def test_unaligned_head_dims_take_their_own_entries():
+    """72 (not a multiple of 16) reads _UNALIGNED where it has an entry, 80 / 128 the table's."""
+    assert C.is_aligned(80, 128) and not C.is_aligned(128, 72)
+    for (arch, cls, weight, kernel, dim), unaligned in C._UNALIGNED.items():
+        dtype, mod = {"16": "fp16"}.get(cls, cls), "masked_sdpa" if weight == "light" else "decay_attention"
+        args = (kernel, arch, dtype, dim, dim, mod, weight == "heavy")
+        assert C.candidates(*args, aligned=False) == unaligned
+        assert C.candidates(*args, aligned=True) == C._TABLE[(arch, cls, weight, kernel, dim)]
+
+
+def test_redo_pass_config_is_small_and_fixed():
+    for d in HEAD_DIMS:
+        c = C.redo_config(d, d)
+        assert c.num_stages == 1 and c.block_m == 16 and c.block_n * d <= 32 * 128
+
+
+def test_gate_compiles_every_redo_pass():
+    """Each (kernel, op, variant, dtype, head dim, arch) the gate compiles has its redo pass compiled too."""
+    gate = _gate()
+    specs = gate.specs()
+    main = {(s.kernel, s.op, s.variant, s.dtype, s.head_dim, s.arch) for s in specs if s.kernel in C.KERNELS}
+    redo = {(s.kernel.removesuffix(gate.REDO), s.op, s.variant, s.dtype, s.head_dim, s.arch) for s in specs
+            if s.kernel.endswith(gate.REDO)}
+    assert main == redo
 
 
 def test_interpreter_has_one_config(monkeypatch):
