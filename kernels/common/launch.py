@@ -153,9 +153,11 @@ def select(kernel: str, q, k, v, mod: str, dropout: bool, arch: int = None, prec
 
 # The forward's autotuner: every table config, pruned per call to the candidates of the call's arch,
 # dtype and head dims (configs.candidates: shared-memory estimate within the arch's limit), and keyed
-# on the length buckets, head dims, modifier, flags and (automatically) the operand dtypes.
-_AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "MOD", "S", "CAUSAL", "WINDOWED", "HAS_VALID",
-                 "HAS_BIAS", "HAS_TIMES", "DROPOUT", "PRECISION"]
+# on the length buckets, head dims, modifier, flags and (automatically) the operand dtypes. The actual
+# head dims (D, DV) are in the key, not only the padded ones: 72 and 128 pad alike but prune to different
+# lists (configs.is_aligned), and a winner cached for one must not be reused for the other.
+_AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "D", "DV", "MOD", "S", "CAUSAL", "WINDOWED",
+                 "HAS_VALID", "HAS_BIAS", "HAS_TIMES", "DROPOUT", "PRECISION"]
 
 
 def _triton_config(c: C.Config):
