@@ -44,9 +44,10 @@ and resources grow with the flags, but not every combination is compiled), other
 values or loop bounds, not code), and other alignments than the two covered.
 
 Results are cached per specialisation under --cache-dir (default ~/.cache/tempattn/triton-check), keyed on the kernel
-sources (kernels/common/*.py), this file, the Triton version and the specialisation: a warm run recompiles only what
-a change touched. A cold run compiles everything: 404 specialisations, about 1,500 CPU seconds with
-triton 3.7.1 (the JSON records wall and CPU seconds, and each specialisation's seconds per compiler stage).
+sources (kernels/common/*.py), this file, the Triton version and the specialisation: a change to any of those
+recompiles everything, a change elsewhere nothing. A cold run: 668 specialisations, about 1,200 CPU seconds with
+triton 3.7.1, without line info (see ``_compile_group``; the JSON records wall and CPU seconds, and each
+specialisation's seconds per compiler stage).
 Each specialisation's front end (AST -> TTIR) runs once for both archs: the sm_90 compile parses the TTIR
 that the sm_80 one generated, then runs its own TTIR passes. Specialisations with one Triton cache key are
 compiled once (the table marks the others ``same_as``). Workers are spawned, not forked: this process has
@@ -290,11 +291,16 @@ def _compile_plan(pending):
         duplicates
 
 
-def _compile_group(group):
+def _compile_group(group, line_info=False):
     """Compile specialisations that share one front end (the same kernel for several archs, in a worker):
-    their Results, the AST -> TTIR code generation run once (again only if it failed)."""
+    their Results, the AST -> TTIR code generation run once (again only if it failed).
+
+    Without line info by default (a launch has it): the debug scopes in LLVM and ptxas's -lineinfo cost
+    about a fifth of the compile and change no instruction, register or byte of shared memory
+    (test_gate_line_info_changes_no_resource checks one kernel of each kind)."""
     ttir = tempfile.NamedTemporaryFile("w", suffix=".ttir", delete=False)
     ttir.close()
+    knobs.compilation.disable_line_info = not line_info
     try:
         return [_compile(spec, ttir.name, reuse=os.path.getsize(ttir.name) > 0) for spec in group]
     finally:

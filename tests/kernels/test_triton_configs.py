@@ -179,6 +179,20 @@ def test_gate_shares_the_front_end_between_archs(tmp_path, monkeypatch):
     assert [getattr(shared, f) for f in fields] == [getattr(own, f) for f in fields]
 
 
+@pytest.mark.skipif(not _ptxas_available(), reason="needs the ptxas that ships with triton")
+@pytest.mark.parametrize("kernel", C.KERNELS)
+def test_gate_line_info_changes_no_resource(kernel, tmp_path, monkeypatch):
+    """The gate compiles without line info (faster); a launch compiles with it: the same registers, spills,
+    shared memory and tensor-core instructions either way."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    gate = _gate()
+    spec = gate.Spec(kernel, "decay_attention", "all", "fp16", 32, 90, "16x32w4s2")
+    fields = ("registers", "spill_stores", "spill_loads", "shared", "mma", "wgmma")
+    (plain,), (lined,) = gate._compile_group([spec]), gate._compile_group([spec], line_info=True)
+    assert plain.ok and lined.ok, (plain.error, lined.error)
+    assert [getattr(plain, f) for f in fields] == [getattr(lined, f) for f in fields]
+
+
 # The launches the issue found over the A100's 166,912 B (float32, IEEE dots): the launcher's old tiles
 # (BLOCK_M x BLOCK_N 64x32 at D <= 128, 32x32 at D = 256) with num_warps=4, num_stages=3.
 OVERFLOWING_ON_SM80 = [("dkdv", 128, "64x32w4s3"), ("fwd", 256, "32x32w4s3"), ("dkdv", 256, "32x32w4s3")]
