@@ -25,7 +25,7 @@ build: venv
 test: build
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 	$(PY) -m pytest benchmarks --benchmark-disable -q
-	TRITON_INTERPRET=1 $(PY) -m pytest tests/ops tests/kernels/test_triton_kernels.py -k triton $(PYTEST_ARGS)
+	TRITON_INTERPRET=1 $(PY) -m pytest tests/ops tests/kernels/test_triton_kernels.py tests/kernels/test_triton_tma.py -k triton $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-isa
 
 # The CPU kernels' tests (tests/cpu, the contract suite's cpu-cpu target, the ISA dispatch checks) under

@@ -11,7 +11,9 @@ forward + backward, it times:
   (bool) or the dense (H, T, T) bias (float), the math kernel up to T = 4096;
 - torch.compile'd flex_attention with the same score_mod and block_mask (compiled in the warm-up);
 - the floor (SDPA flash, causal, no mask) and the bf16 matmul ceiling (TFLOP/s of an 8192^3 GEMM);
-- once, the causal forward at T = 8192, D = 128 (B = 2, H = 16) of tempattn and SDPA flash.
+- once, the causal forward at T = 8192, D = 128 (B = 2, H = 16) of tempattn and SDPA flash, and of the Triton
+  backend with its loop tiles read by pointers instead of TMA on sm_90 (TEMPATTN_TRITON_TMA=0:
+  "tempattn-triton-pointers"), the same-run check of the launcher's TMA rule.
 
 The table ends with a verdict per GPU target of the Triton backend (masked_sdpa >= 1.0x the fastest SDPA backend
 with the same padding mask, forward and forward + backward; relpos / decay forward + backward >= 1.5x compiled
@@ -192,7 +194,15 @@ def causal_forward(device, backends):
     def flash():
         with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    def triton_pointers():
+        os.environ["TEMPATTN_TRITON_TMA"] = "0"
+        try:
+            return tempattn.masked_sdpa(q, k, v, causal=True, backend="triton")
+        finally:
+            os.environ.pop("TEMPATTN_TRITON_TMA")
     runs = {f"tempattn-{b}": (lambda b=b: tempattn.masked_sdpa(q, k, v, causal=True, backend=b)) for b in backends}
+    if "triton" in backends and "TEMPATTN_TRITON_TMA" not in os.environ:
+        runs["tempattn-triton-pointers"] = triton_pointers
     runs["sdpa-flash"] = flash
     for name, fn in runs.items():
         try:
@@ -323,7 +333,8 @@ def verdicts(result, rows) -> list:
         share = tri["tflops"] / ceiling
         out.append(f"target causal fwd T={causal['T']} D={causal['D']} bf16: {tri['tflops']} TFLOP/s = "
                    f"{100 * share:.0f}% of the bf16 matmul's {ceiling} (need >= 50%): {'PASS' if share >= 0.5 else 'FAIL'}"
-                   f"; sdpa flash {causal.get('sdpa-flash', {}).get('tflops', '-')} TFLOP/s")
+                   f"; sdpa flash {causal.get('sdpa-flash', {}).get('tflops', '-')} TFLOP/s; triton without TMA "
+                   f"{causal.get('tempattn-triton-pointers', {}).get('tflops', '-')} TFLOP/s")
     elif causal:
         out.append(f"target causal fwd: n/a ({tri.get('error', 'not run')})")
     return out

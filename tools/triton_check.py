@@ -19,6 +19,9 @@ included) and relpos_attention with every flag (window, key mask, key bias, drop
 TF32 dots. Every forward specialisation is compiled with each of its autotune candidates (the pruned list), the
 backward ones with their single configuration, and each kernel's redo pass (the same kernel with ``REDO_PASS``,
 which recomputes the rows that met a non-finite value; one configuration, ``configs.redo_config``) once.
+On sm_90, where the launcher's loops read their tiles by TMA (``launch.use_tma``), ``plan()`` passes the same
+tensor descriptors here, so those specialisations compile with TMA (the table's ``tma`` column); the choice
+follows ``TEMPATTN_TRITON_TMA``, which is part of the cache key.
 
 It fails (exit 1) when a specialisation does not compile; when its shared memory exceeds the arch's opt-in limit per
 block (sm_80 166,912 B, sm_90 232,448 B) or the launcher's static estimate (``configs.smem_estimate``, which the
@@ -121,6 +124,7 @@ class Result:
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # this process's and its ptxas runs' CPU time: the compile's cost on an idle core
     cached: bool = False
+    tma: bool = False  # its loop reads tiles by TMA (launch.use_tma: sm_90, 16-bit, wgmma tiles)
     kernel_hash: str = ""  # Triton's cache key of the compiled kernel
     same_as: str = ""  # compiled once with this specialisation, whose kernel is the same (same cache key)
     stages: dict = field(default_factory=dict)  # wall seconds per compiler stage: source (AST -> TTIR), ttir, ..., cubin
@@ -244,7 +248,7 @@ def _launch(spec: Spec):
             extra = dict(grads, outputs=(torch.empty_like(q), *p))
     if kernel != ROW_NORM:
         extra.update(redo=L.redo_flags(k if kernel == "dkdv" else q), redo_pass=spec.kernel.endswith(REDO))
-    fn, _, args, kwargs = L.plan(kernel, config, q, k, v, **extra, **kw)
+    fn, _, args, kwargs = L.plan(kernel, config, q, k, v, arch=spec.arch, **extra, **kw)
     # the row-norm prepass stages a subset of what dQ does (q and K, no V): dQ's estimate bounds it
     estimated = "dq" if kernel == ROW_NORM else kernel
     estimate = C.smem_estimate(estimated, config, spec.dtype, L.padded(D), L.padded(v.shape[3]), spec.arch, spec.op)
@@ -252,7 +256,7 @@ def _launch(spec: Spec):
 
 
 def _source(spec: Spec):
-    """(Triton source, compile options, target, shared-memory estimate) of the specialisation: the launch's
+    """(Triton source, compile options, target, shared-memory estimate, TMA) of the specialisation: the launch's
     arguments bound and specialised by Triton's own binder, as a launch on ``spec.arch`` would."""
     fn, args, kwargs, estimate = _launch(spec)
     target = GPUTarget("cuda", spec.arch, 32)
@@ -260,14 +264,15 @@ def _source(spec: Spec):
     binder = create_function_from_signature(fn.signature, fn.params, backend)
     bound_args, specialization, options = binder(*args, **kwargs)
     options, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound_args, specialization, options)
-    return _SharedFrontEnd(fn, signature, constexprs, attrs), options.__dict__, target, estimate
+    return (_SharedFrontEnd(fn, signature, constexprs, attrs), options.__dict__, target, estimate,
+            bool(kwargs.get("USE_TMA")))
 
 
 def _compile_key(spec: Spec):
     """(front-end key, compile key): specialisations with the same front-end key generate the same TTIR (the
     source hash covers the function, constexprs, signature and alignment, not the arch); with the same
     compile key (Triton's cache key: front end, arch, options) they compile to the same kernel."""
-    src, options, target, _ = _source(spec)
+    src, options, target, _, _ = _source(spec)
     backend = make_backend(target)
     return src.hash(), get_cache_key(src, backend, backend.parse_options(options), env_vars={})
 
@@ -313,7 +318,7 @@ def _compile(spec: Spec, ttir_path: str, reuse: bool):
     res = Result(spec)
     t0, c0 = time.perf_counter(), _cpu_seconds()
     try:
-        src, options, target, res.shared_estimate = _source(spec)
+        src, options, target, res.shared_estimate, res.tma = _source(spec)
         src.ttir_path, src.reuse = ttir_path, reuse
         log = io.StringIO()
         knobs.nvidia.dump_ptxas_log = True
@@ -407,12 +412,13 @@ def _key(spec: Spec, source_hash: str) -> str:
 
 
 def table(results, C) -> str:
-    lines = ["| specialisation | arch | regs | spills (B st/ld) | smem (B) | smem est. | mma | wgmma | compile s (cpu) | status |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| specialisation | arch | tma | regs | spills (B st/ld) | smem (B) | smem est. | mma | wgmma | "
+             "compile s (cpu) | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         status = "ok" if not r.failures else "FAIL: " + "; ".join(r.failures)
         name = r.spec.name + ("" if r.spec.default else " (autotune)")
-        lines.append(f"| {name} | sm_{r.spec.arch} | {r.registers} | "
+        lines.append(f"| {name} | sm_{r.spec.arch} | {'yes' if r.tma else ''} | {r.registers} | "
                      f"{r.spill_stores}/{r.spill_loads} | {r.shared} | {r.shared_estimate} | {r.mma} | {r.wgmma} | "
                      f"{r.seconds:.1f} ({r.cpu_seconds:.1f}){' cached' if r.cached else ''} | {status} |")
     return "\n".join(lines)
@@ -437,7 +443,7 @@ def summary(results, C) -> str:
                    f"{len(spilling_big)} (max {max((r.spill_stores for r in spilling_big), default=0)} B stores); "
                    f"max smem {top.shared} B of {C.smem_limit(arch)} ({top.spec.name}); "
                    f"tensor-core instructions per 16-bit/TF32 kernel {min(mma, default=0)}..{max(mma, default=0)}"
-                   f" ({wg} of {len(tc)} with wgmma); compile cpu s total {sum(r.cpu_seconds for r in rs):.0f}, "
+                   f" ({wg} of {len(tc)} with wgmma, {sum(r.tma for r in rs)} with TMA); compile cpu s total {sum(r.cpu_seconds for r in rs):.0f}, "
                    f"max {max(r.cpu_seconds for r in rs):.1f}")
     return "\n".join(out)
 
@@ -456,7 +462,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.pop("TRITON_INTERPRET", None)
 
-    C, _ = _launch_module()
+    C, L = _launch_module()
     todo = [s for s in specs(tuple(int(a) for a in args.arch.split(",")))
             if re.search(args.filter, f"{s.name} sm_{s.arch}")]
     if args.list:
@@ -466,7 +472,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     cache = Path(args.cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    source_hash = _source_hash()
+    source_hash = _source_hash() + L.tma_mode()  # TEMPATTN_TRITON_TMA changes what is launched
     results, pending = {}, []
     for s in todo:
         path = cache / f"{_key(s, source_hash)}.json"

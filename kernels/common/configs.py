@@ -264,3 +264,20 @@ def all_forward_configs():
         return [INTERPRETER_CONFIG]
     return sorted({c for table in (_TABLE, _UNALIGNED) for (_, _, _, kernel, _), cs in table.items() if kernel == "fwd"
                    for c in cs})
+
+
+def tma_eligible(kernel: str, config: Config, dtype: str, aligned: bool) -> bool:
+    """Whether ``kernel``'s loop reads its tiles by TMA on sm_90 with ``config`` (the launcher's rule; the
+    tensors' strides must allow it too): 16-bit operands, head dims that are multiples of 16 (``aligned``),
+    and tiles whose every dot fed by the loop's tiles is a wgmma, which reads them from shared memory where
+    TMA put them: BLOCK_M a multiple of 64 with whole warp groups, for dK/dV (whose loop tiles q and dO are
+    also the A operand of the BLOCK_M-row dots) BLOCK_N too.
+
+    From the compile gate with TMA forced on every sm_90 16-bit specialisation (triton 3.7.1): the forward
+    and dQ with such tiles keep their wgmma count and shared memory (+16 B of barriers), spill nothing and
+    use -40 to +20 registers; dK/dV's 32-row loop tiles took 50-100 more registers (spilling 448 B at
+    D=256), dQ's 16-row tiles spilled 8-28 B, and D=72 (a 128-wide block over 72 columns) 140 B."""
+    wgmma_tiles = config.block_m % 64 == 0 and config.num_warps % 4 == 0
+    if kernel == "dkdv":
+        wgmma_tiles = wgmma_tiles and config.block_n % 64 == 0
+    return dtype in ("fp16", "bf16") and aligned and wgmma_tiles

@@ -48,6 +48,19 @@ def _store_tile(PTR, value, o_r, o_c, stride_r, n_r, n_c):
 
 
 @triton.jit
+def _rows(PTR, DESC, i_b, i_h, r0, stride_r, n_r, n_c, ROWS: tl.constexpr, COLS: tl.constexpr,
+          USE_TMA: tl.constexpr):
+    """The [ROWS, COLS] tile of rows r0.. of one (batch, head), zero outside (n_r, n_c): by its tensor
+    descriptor ``DESC`` ((B, H, T, D), block [1, 1, ROWS, COLS]: a TMA copy on sm_90, which zero-fills
+    out of bounds itself) where ``USE_TMA``, else by pointers from that (batch, head)'s base ``PTR``."""
+    if USE_TMA:
+        tile = tl.reshape(DESC.load([i_b, i_h, r0, 0]), [ROWS, COLS])
+    else:
+        tile = _tile(PTR, r0 + tl.arange(0, ROWS), tl.arange(0, COLS), stride_r, n_r, n_c)
+    return tile
+
+
+@triton.jit
 def _key_ranges(i_m, Tq, Tk, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
                 WINDOWED: tl.constexpr):
     """(lo, a, b, hi): the key tiles of query tile i_m, split by the masks they need. [lo, hi) holds every
@@ -154,16 +167,16 @@ def _any_flagged(FLAGS, o_r, n_r):
 # ---------------------------------------------------------------------------------------------
 
 @triton.jit
-def _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV, R,
-              window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
-              CAUSAL_MASK: tl.constexpr, MOD: tl.constexpr, S: tl.constexpr, WINDOWED: tl.constexpr,
-              HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
-              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-              HEAD_DIM_V: tl.constexpr):
+def _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, K_DESC, V_DESC, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
+              Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+              PARAM_1, TIMES_ROW, USE_TMA: tl.constexpr, CAUSAL_MASK: tl.constexpr, MOD: tl.constexpr,
+              S: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+              BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
     """One key tile of the forward's online softmax (base 2), with a plain P @ V."""
     o_n = n0 + tl.arange(0, BLOCK_N)
-    b_k = _tile(K_BH, o_n, tl.arange(0, HEAD_DIM), stride_kn, Tk, D)
-    b_v = _tile(V_BH, o_n, tl.arange(0, HEAD_DIM_V), stride_vn, Tk, DV)
+    b_k = _rows(K_BH, K_DESC, i_b, i_h, n0, stride_kn, Tk, D, BLOCK_N, HEAD_DIM, USE_TMA)
+    b_v = _rows(V_BH, V_DESC, i_b, i_h, n0, stride_vn, Tk, DV, BLOCK_N, HEAD_DIM_V, USE_TMA)
     s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
                     R, log_eps, window, MOD, S, CAUSAL_MASK, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
                     PRECISION)
@@ -224,7 +237,7 @@ def _fwd_exact(m0, lo, hi, REDO_BH, Q_BH, K_BH, V_BH, OUT_BH, LSE_BH, stride_qm,
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr", "TQ_BUCKET", "TK_BUCKET"])
 def attention_fwd_kernel(
-    Q, K, V, OUT, LSE, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, OUT, LSE, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES, K_DESC, V_DESC,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_ob, stride_oh, stride_om,
     H, Tq, Tk, D, DV, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
@@ -232,9 +245,11 @@ def attention_fwd_kernel(
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HEAD_DIM_V: tl.constexpr, REDO_PASS: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, REDO_PASS: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """out and lse for one query tile. TQ_BUCKET / TK_BUCKET: unused here, the autotuner's length key.
+    K_DESC / V_DESC: k's and v's tensor descriptors (block [1, 1, BLOCK_N, HEAD_DIM(_V)]) where ``USE_TMA``
+    (the loop's tiles come by TMA), else unused.
 
     The loop uses plain dots and flags in REDO ((B * H, Tq) int8) the rows whose accumulator ended
     non-finite (a non-finite v, or a NaN row); the launch after it (``REDO_PASS``) computes the out of
@@ -265,23 +280,24 @@ def attention_fwd_kernel(
         acc = tl.zeros([BLOCK_M, HEAD_DIM_V], dtype=tl.float32)
         if WINDOWED:
             for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
-                acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h,
-                                          Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
-                                          VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, True,
-                                          HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N,
-                                          HEAD_DIM, HEAD_DIM_V)
+                acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, K_DESC, V_DESC, stride_kn, stride_vn,
+                                          o_m, p_m, i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed,
+                                          drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                                          USE_TMA, False, MOD, S, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                                          DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
         for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
-            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
-                                      Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
-                                      KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, False, MOD, S, False, HAS_VALID,
-                                      HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
+            acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, K_DESC, V_DESC, stride_kn, stride_vn, o_m,
+                                      p_m, i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr,
+                                      drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, USE_TMA, False, MOD,
+                                      S, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N,
+                                      HEAD_DIM, HEAD_DIM_V)
         if CAUSAL:
             for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
-                acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h,
-                                          Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
-                                          VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, True, MOD, S, WINDOWED,
-                                          HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_N,
-                                          HEAD_DIM, HEAD_DIM_V)
+                acc, l_i, m_i = _fwd_step(acc, l_i, m_i, n0, b_q, K_BH, V_BH, K_DESC, V_DESC, stride_kn, stride_vn,
+                                          o_m, p_m, i_b, i_h, Tq, Tk, D, DV, R, window, qk_scale, log_eps, seed,
+                                          drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                                          USE_TMA, True, MOD, S, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
+                                          DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
 
         # l_i == 0 exactly iff the row has no admissible key (or only keys at -inf, e.g. key_bias = -inf):
         # out = 0 (acc is 0 there, unless a non-finite v of an admissible key made it NaN) and lse = -inf.
@@ -382,38 +398,43 @@ def attention_row_norm_kernel(
 
 
 @triton.jit
-def _dkdv_tile(m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
-               R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-               TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
-               HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
-               DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
-               HEAD_DIM_V: tl.constexpr):
-    """(q, dO, P after dropout, dS, admissibility) of query tile m0 against the key tile."""
+def _dkdv_step(dk, dv, dkb, m0, b_k, b_v, Q_BH, DO_BH, Q_DESC, DO_DESC, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n,
+               i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW,
+               KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, USE_TMA: tl.constexpr, MOD: tl.constexpr, S: tl.constexpr,
+               CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr,
+               HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+               BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """(dk, dv, d key_bias) of the key tile with query tile m0 added (plain dots)."""
     o_m = m0 + tl.arange(0, BLOCK_M)
     p_m = o_m + (Tk - Tq)
-    b_q = _tile(Q_BH, o_m, tl.arange(0, HEAD_DIM), stride_qm, Tq, D)
-    b_do = _tile(DO_BH, o_m, tl.arange(0, HEAD_DIM_V), stride_dom, Tq, DV_DIM)
+    b_q = _rows(Q_BH, Q_DESC, i_b, i_h, m0, stride_qm, Tq, D, BLOCK_M, HEAD_DIM, USE_TMA)
+    b_do = _rows(DO_BH, DO_DESC, i_b, i_h, m0, stride_dom, Tq, DV_DIM, BLOCK_M, HEAD_DIM_V, USE_TMA)
     b_shift, b_inv_sum = _row_norm(NORM_BH, o_m, Tq)
     b_delta = tl.load(DELTA_BH + o_m, mask=o_m < Tq, other=0.0)
     s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
                     R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, PRECISION)
     b_pd, b_ds = _probabilities(s, ok, b_shift, b_inv_sum, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr,
                                 drop_scale, DROPOUT, PRECISION)
-    return b_q, b_do, b_pd, b_ds, ok
+    dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
+    dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
+    if HAS_BIAS:
+        dkb += tl.sum(b_ds, 0)
+    return dk, dv, dkb
 
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dkdv_kernel(
-    Q, K, V, DO, NORM, DELTA, DK, DV, DKB, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, DO, NORM, DELTA, DK, DV, DKB, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES, Q_DESC, DO_DESC,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HEAD_DIM_V: tl.constexpr, REDO_PASS: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, REDO_PASS: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """dK, dV (contiguous (B, H, Tk, .)) and d key_bias (B, H, Tk) for one key tile.
+    """dK, dV (contiguous (B, H, Tk, .)) and d key_bias (B, H, Tk) for one key tile. Q_DESC / DO_DESC: q's
+    and dO's tensor descriptors (block [1, 1, BLOCK_M, HEAD_DIM(_V)]) where ``USE_TMA``, else unused.
 
     Plain dots in the loop, which flags in REDO ((B * H, Tk) int8) the keys whose dK or dV ended
     non-finite; the launch after it (``REDO_PASS``) computes them again with non-finite q / dO kept to
@@ -446,36 +467,24 @@ def attention_bwd_dkdv_kernel(
         dkb = tl.zeros([BLOCK_N], dtype=tl.float32)
         if CAUSAL:
             for m0 in range(lo, b, BLOCK_M):  # on the diagonal: causal mask
-                b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-                    m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D,
-                    DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
-                    PARAM_1, TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT,
-                    PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
-                dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
-                dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
-                if HAS_BIAS:
-                    dkb += tl.sum(b_ds, 0)
+                dk, dv, dkb = _dkdv_step(dk, dv, dkb, m0, b_k, b_v, Q_BH, DO_BH, Q_DESC, DO_DESC, NORM_BH, DELTA_BH,
+                                         stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                         log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                         TIMES_ROW, USE_TMA, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES,
+                                         HAS_EPS, DROPOUT, PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
         for m0 in range(b, c, BLOCK_M):  # admitted whole: no mask but the bounds and the key mask
-            b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-                m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM,
-                R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
-                BLOCK_M, HEAD_DIM, HEAD_DIM_V)
-            dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
-            dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
-            if HAS_BIAS:
-                dkb += tl.sum(b_ds, 0)
+            dk, dv, dkb = _dkdv_step(dk, dv, dkb, m0, b_k, b_v, Q_BH, DO_BH, Q_DESC, DO_DESC, NORM_BH, DELTA_BH,
+                                     stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                     log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                     TIMES_ROW, USE_TMA, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES,
+                                     HAS_EPS, DROPOUT, PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
         if WINDOWED:
             for m0 in range(c, hi, BLOCK_M):  # across the window's edge: window mask
-                b_q, b_do, b_pd, b_ds, _ = _dkdv_tile(
-                    m0, b_k, b_v, Q_BH, DO_BH, NORM_BH, DELTA_BH, stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D,
-                    DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
-                    PARAM_1, TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT,
-                    PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
-                dv = tl.dot(tl.trans(b_pd).to(b_do.dtype), b_do, dv, input_precision=PRECISION)
-                dk = tl.dot(tl.trans(b_ds).to(b_q.dtype), b_q, dk, input_precision=PRECISION)
-                if HAS_BIAS:
-                    dkb += tl.sum(b_ds, 0)
+                dk, dv, dkb = _dkdv_step(dk, dv, dkb, m0, b_k, b_v, Q_BH, DO_BH, Q_DESC, DO_DESC, NORM_BH, DELTA_BH,
+                                         stride_qm, stride_dom, o_n, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                         log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
+                                         TIMES_ROW, USE_TMA, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES,
+                                         HAS_EPS, DROPOUT, PRECISION, BLOCK_M, HEAD_DIM, HEAD_DIM_V)
         _store_tile(DK_BH, dk * scale, o_n, o_d, D, Tk, D)
         _store_tile(DV_BH, dv, o_n, o_dv, DV_DIM, Tk, DV_DIM)
         if HAS_BIAS:
@@ -525,35 +534,41 @@ def _dkdv_exact(n0, lo, hi, REDO_BH, K_BH, V_BH, Q_BH, DO_BH, NORM_BH, DELTA_BH,
 
 
 @triton.jit
-def _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn, stride_vn, o_m, p_m, i_b, i_h, Tq,
-             Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
-             PARAM_1, TIMES_ROW, MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
+def _dq_step(dq, g0, g1, n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, K_DESC, V_DESC, stride_kn, stride_vn,
+             o_m, p_m, p0, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale, log_eps, seed, drop_thr, drop_scale,
+             VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW, PARTIAL_0_TILE, PARTIAL_1_TILE, USE_TMA: tl.constexpr,
+             MOD: tl.constexpr, S: tl.constexpr, S_PAD: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr,
              HAS_VALID: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr,
-             DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-             HEAD_DIM_V: tl.constexpr):
-    """(k, dS, admissibility, key offsets) of key tile n0 against the query tile."""
+             DROPOUT: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             HEAD_DIM: tl.constexpr, HEAD_DIM_V: tl.constexpr):
+    """(dq, g0, g1) of the query tile with key tile n0 added: dQ by a plain dot, the modifier's gradient
+    accumulators by ``grad_tile``. p0: the query tile's first row position."""
     o_n = n0 + tl.arange(0, BLOCK_N)
-    b_k = _tile(K_BH, o_n, tl.arange(0, HEAD_DIM), stride_kn, Tk, D)
-    b_v = _tile(V_BH, o_n, tl.arange(0, HEAD_DIM_V), stride_vn, Tk, DV_DIM)
+    b_k = _rows(K_BH, K_DESC, i_b, i_h, n0, stride_kn, Tk, D, BLOCK_N, HEAD_DIM, USE_TMA)
+    b_v = _rows(V_BH, V_DESC, i_b, i_h, n0, stride_vn, Tk, DV_DIM, BLOCK_N, HEAD_DIM_V, USE_TMA)
     s, ok = _scores(b_q, b_k, o_m, p_m, o_n, i_h, Tq, Tk, qk_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
                     R, log_eps, window, MOD, S, CAUSAL, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, PRECISION)
     _, b_ds = _probabilities(s, ok, b_shift, b_inv_sum, b_do, b_v, b_delta, o_m, o_n, i_b, i_h, seed, drop_thr,
                              drop_scale, DROPOUT, PRECISION)
-    return b_k, b_ds, ok, o_n
+    dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
+    g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0, Tk,
+                       TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
+    return dq, g0, g1
 
 
 @triton.jit(do_not_specialize=["H", "Tq", "Tk", "R", "window", "seed", "drop_thr"])
 def attention_bwd_dq_kernel(
-    Q, K, V, DO, NORM, DELTA, DQ, PARTIAL_0, PARTIAL_1, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES,
+    Q, K, V, DO, NORM, DELTA, DQ, PARTIAL_0, PARTIAL_1, REDO, VALID, KEY_BIAS, PARAM_0, PARAM_1, TIMES, K_DESC, V_DESC,
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
     stride_dob, stride_doh, stride_dom,
     H, Tq, Tk, D, DV_DIM, R, window, scale, log_eps, seed: tl.int64, drop_thr: tl.int64, drop_scale,
     MOD: tl.constexpr, S: tl.constexpr, CAUSAL: tl.constexpr, WINDOWED: tl.constexpr, HAS_VALID: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_TIMES: tl.constexpr, HAS_EPS: tl.constexpr, DROPOUT: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    HEAD_DIM_V: tl.constexpr, S_PAD: tl.constexpr, REDO_PASS: tl.constexpr,
+    HEAD_DIM_V: tl.constexpr, S_PAD: tl.constexpr, REDO_PASS: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """dQ (contiguous) for one query tile, plus the modifier's per-tile gradient partials (score_mods.py).
+    K_DESC / V_DESC: as the forward's.
 
     Plain dots in the loop, which flags in REDO ((B * H, Tq) int8) the rows whose dQ ended non-finite;
     the launch after it (``REDO_PASS``) computes them again with non-finite k kept to the rows that
@@ -592,35 +607,27 @@ def attention_bwd_dq_kernel(
         g0, g1 = grad_init(BLOCK_M, BLOCK_N, MOD, S_PAD)
         if WINDOWED:
             for n0 in range(lo, a, BLOCK_N):  # across the window's edge: window mask
-                b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
-                                             stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
-                                             log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                                             TIMES_ROW, MOD, S, False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
-                                             DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-                dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
-                g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n,
-                                   p0 - n0, Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M,
-                                   BLOCK_N)
+                dq, g0, g1 = _dq_step(dq, g0, g1, n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, K_DESC,
+                                      V_DESC, stride_kn, stride_vn, o_m, p_m, p0, i_b, i_h, Tq, Tk, D, DV_DIM, R,
+                                      window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+                                      PARAM_1, TIMES_ROW, PARTIAL_0_TILE, PARTIAL_1_TILE, USE_TMA, MOD, S, S_PAD,
+                                      False, True, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION,
+                                      BLOCK_M, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
         for n0 in range(a, b, BLOCK_N):  # admitted whole: no mask but the bounds and the key mask
-            b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
-                                         stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
-                                         log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                                         TIMES_ROW, MOD, S, False, False, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS,
-                                         DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-            dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
-            g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n, p0 - n0,
-                               Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M, BLOCK_N)
+            dq, g0, g1 = _dq_step(dq, g0, g1, n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, K_DESC, V_DESC,
+                                  stride_kn, stride_vn, o_m, p_m, p0, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
+                                  log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1, TIMES_ROW,
+                                  PARTIAL_0_TILE, PARTIAL_1_TILE, USE_TMA, MOD, S, S_PAD, False, False, HAS_VALID,
+                                  HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_M, BLOCK_N, HEAD_DIM,
+                                  HEAD_DIM_V)
         if CAUSAL:
             for n0 in range(b, hi, BLOCK_N):  # on the diagonal: causal mask
-                b_k, b_ds, _, o_n = _dq_tile(n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, stride_kn,
-                                             stride_vn, o_m, p_m, i_b, i_h, Tq, Tk, D, DV_DIM, R, window, qk_scale,
-                                             log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0, PARAM_1,
-                                             TIMES_ROW, MOD, S, True, WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES,
-                                             HAS_EPS, DROPOUT, PRECISION, BLOCK_N, HEAD_DIM, HEAD_DIM_V)
-                dq = tl.dot(b_ds.to(b_k.dtype), b_k, dq, input_precision=PRECISION)
-                g0, g1 = grad_tile(g0, g1, PARTIAL_0_TILE, PARTIAL_1_TILE, PARAM_0, PARAM_1, b_ds, i_h, p_m, o_n,
-                                   p0 - n0, Tk, TIMES_ROW, R, log_eps, MOD, S, S_PAD, HAS_TIMES, HAS_EPS, BLOCK_M,
-                                   BLOCK_N)
+                dq, g0, g1 = _dq_step(dq, g0, g1, n0, b_q, b_do, b_shift, b_inv_sum, b_delta, K_BH, V_BH, K_DESC,
+                                      V_DESC, stride_kn, stride_vn, o_m, p_m, p0, i_b, i_h, Tq, Tk, D, DV_DIM, R,
+                                      window, qk_scale, log_eps, seed, drop_thr, drop_scale, VALID_ROW, KB_ROW, PARAM_0,
+                                      PARAM_1, TIMES_ROW, PARTIAL_0_TILE, PARTIAL_1_TILE, USE_TMA, MOD, S, S_PAD, True,
+                                      WINDOWED, HAS_VALID, HAS_BIAS, HAS_TIMES, HAS_EPS, DROPOUT, PRECISION, BLOCK_M,
+                                      BLOCK_N, HEAD_DIM, HEAD_DIM_V)
         _store_tile(DQ_BH, dq * scale, o_m, o_d, D, Tq, D)
         _store_flags(REDO_BH, _non_finite_rows(dq), o_m, Tq)
         n_last = lo + tl.maximum(hi - 1 - lo, 0) // BLOCK_N * BLOCK_N  # the last key tile visited (lo if none)

@@ -6,10 +6,16 @@ and its keyword arguments (constexprs, num_warps, num_stages) for one configurat
 arch, so that it compiles exactly what the launcher would run.
 """
 import math
+import os
 from dataclasses import dataclass
 
 import torch
 import triton
+
+try:  # host-side tensor descriptors, for the loops' TMA copies on sm_90 (see use_tma)
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # triton < 3.4
+    TensorDescriptor = None
 
 from . import configs as C
 from .core import attention_bwd_dkdv_kernel, attention_bwd_dq_kernel, attention_fwd_kernel, attention_row_norm_kernel
@@ -92,6 +98,57 @@ def _common(q, k, v, *, mod, key_valid, key_bias, mod_a, mod_b, times, causal, w
     return modifier, pointers, scalars, constexprs
 
 
+TMA_ENV = "TEMPATTN_TRITON_TMA"
+TMA_MIN_TRITON = (3, 6)
+
+
+def tma_mode() -> str:
+    """``TEMPATTN_TRITON_TMA``: unset or empty "auto" (TMA where ``configs.tma_eligible`` says so, on sm_90 and
+    later, never under the interpreter); "0" "off"; "1" "on" (wherever the tensors allow it, whatever the
+    configuration and dtype, under the interpreter too: how the tests run the TMA path on a CPU)."""
+    value = os.environ.get(TMA_ENV, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{TMA_ENV} must be unset, 0 or 1, got {value!r}; unset it to let the launcher choose")
+    return {"": "auto", "0": "off", "1": "on"}[value]
+
+
+def _triton_has_tma() -> bool:
+    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
+    return TensorDescriptor is not None and version >= TMA_MIN_TRITON
+
+
+def tma_fits(t: torch.Tensor) -> bool:
+    """Whether TMA can read the (B, H, T, D) tensor ``t`` (a descriptor's rules): a unit last stride, a
+    16-byte aligned base and 16-byte multiples for the other strides, none of them 0 (an expanded dim)."""
+    size = t.element_size()
+    return t.stride(3) == 1 and t.data_ptr() % 16 == 0 and all(s > 0 and s * size % 16 == 0 for s in t.stride()[:3])
+
+
+def use_tma(kernel: str, config: C.Config, arch: int, precision: str, aligned: bool, tensors) -> bool:
+    """Whether ``kernel``'s loop reads its tiles of ``tensors`` by TMA (tensor descriptors) in this launch."""
+    mode = tma_mode()
+    if mode == "off" or not _triton_has_tma() or not all(tma_fits(t) for t in tensors):
+        return False
+    if mode == "on":
+        return C.interpreting() or arch >= 90
+    return not C.interpreting() and arch >= 90 and C.tma_eligible(kernel, config, precision, aligned)
+
+
+def _loop_descriptors(tensors, rows: int, tma: bool):
+    """The kernel's two descriptor arguments for the tiles of ``tensors`` ((B, H, T, D) each) that its loop reads,
+    [1, 1, rows, padded D] blocks; without TMA the tensors themselves, unused by the kernel."""
+    if not tma:
+        return list(tensors)
+    return [TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, rows, padded(t.shape[3])]) for t in tensors]
+
+
+def _reblock_loop_descriptors(nargs):
+    """The forward autotuner's pre-hook: each candidate's BLOCK_N for the k / v descriptors' blocks."""
+    for name, dim in (("K_DESC", "HEAD_DIM"), ("V_DESC", "HEAD_DIM_V")):
+        if TensorDescriptor is not None and isinstance(nargs[name], TensorDescriptor):
+            nargs[name].block_shape = [1, 1, nargs["BLOCK_N"], nargs[dim]]
+
+
 def _strides(*tensors):
     return [s for t in tensors for s in t.stride()[:3]]
 
@@ -106,7 +163,7 @@ def redo_flags(x: torch.Tensor) -> torch.Tensor:
 
 
 def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, lse=None, norm=None, out=None,
-         outputs=None, redo=None, redo_pass=False, **kw):
+         outputs=None, redo=None, redo_pass=False, arch=None, **kw):
     """(kernel fn, grid, positional args, keyword args) of one launch of ``kernel`` with ``config``.
 
     fwd: ``out``, ``lse`` are written; norm: ``norm`` (B, H, Tq, 2) is written from ``lse``; dkdv:
@@ -114,14 +171,22 @@ def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, l
     fwd, dkdv and dq: ``redo`` (``redo_flags``) flags the rows (keys) whose result ended non-finite;
     ``redo_pass``: the launch after that one, which computes the flagged rows again (the exact pass;
     its config is ``configs.redo_config``).
+    ``arch``: the target (default: q's device's); with it, whether the loop reads its tiles by TMA (``use_tma``;
+    never in a redo pass, which has no such loop).
     ``kw``: the operator's arguments (see ``_common``)."""
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     _, pointers, scalars, constexprs = _common(q, k, v, **kw)
+    arch = device_arch(q.device) if arch is None else arch
+    loop_tensors, loop_rows = ((q, grad_out), config.block_m) if kernel == "dkdv" else ((k, v), config.block_n)
+    tma = kernel != "norm" and not redo_pass and use_tma(kernel, config, arch, kw["precision"],
+                                                          C.is_aligned(q.shape[3], v.shape[3]), loop_tensors)
+    descriptors = _loop_descriptors(loop_tensors, loop_rows, tma)
     if kernel == "fwd":
-        args = [q, k, v, out, lse, redo, *pointers, *_strides(q, k, v, out), *scalars, _bucket(Tq), _bucket(Tk)]
+        args = [q, k, v, out, lse, redo, *pointers, *descriptors, *_strides(q, k, v, out), *scalars, _bucket(Tq),
+                _bucket(Tk)]
         grid = (triton.cdiv(Tq, config.block_m), B * H)
-        return attention_fwd_kernel, grid, args, _launch_kw(config, constexprs, REDO_PASS=redo_pass)
+        return attention_fwd_kernel, grid, args, _launch_kw(config, constexprs, REDO_PASS=redo_pass, USE_TMA=tma)
     if kernel == "norm":  # the scalars and constexprs of the score, without v's and dropout's
         args = [q, k, lse, norm, *pointers, *_strides(q, k), *scalars[:4], *scalars[5:9]]
         kwargs = {name: value for name, value in _launch_kw(config, constexprs).items()
@@ -130,17 +195,18 @@ def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, l
     if kernel == "dkdv":
         dk, dv, dkb = outputs
         args = [q, k, v, grad_out, norm, delta, dk, dv, dkb if dkb is not None else delta, redo, *pointers,
-                *_strides(q, k, v, grad_out), *scalars]
+                *descriptors, *_strides(q, k, v, grad_out), *scalars]
         grid = (triton.cdiv(Tk, config.block_n), B * H)
-        return attention_bwd_dkdv_kernel, grid, args, _launch_kw(config, constexprs, REDO_PASS=redo_pass)
+        return attention_bwd_dkdv_kernel, grid, args, _launch_kw(config, constexprs, REDO_PASS=redo_pass, USE_TMA=tma)
     dq, p0, p1 = outputs
     if constexprs["MOD"] == MOD_RELPOS.value and config.block_m > config.block_n:
         raise ValueError(f"relpos dQ needs BLOCK_M <= BLOCK_N, got {config}")
     s_pad = max(2, triton.next_power_of_2(constexprs["S"])) if constexprs["MOD"] == MOD_DECAY.value else 1
     args = [q, k, v, grad_out, norm, delta, dq, p0 if p0 is not None else delta, p1 if p1 is not None else delta,
-            redo, *pointers, *_strides(q, k, v, grad_out), *scalars]
+            redo, *pointers, *descriptors, *_strides(q, k, v, grad_out), *scalars]
     grid = (triton.cdiv(Tq, config.block_m), B * H)
-    return attention_bwd_dq_kernel, grid, args, dict(_launch_kw(config, constexprs, REDO_PASS=redo_pass), S_PAD=s_pad)
+    return attention_bwd_dq_kernel, grid, args, dict(_launch_kw(config, constexprs, REDO_PASS=redo_pass, USE_TMA=tma),
+                                                     S_PAD=s_pad)
 
 
 def select(kernel: str, q, k, v, mod: str, dropout: bool, arch: int = None, precision: str = None):
@@ -157,11 +223,12 @@ def select(kernel: str, q, k, v, mod: str, dropout: bool, arch: int = None, prec
 # head dims (D, DV) are in the key, not only the padded ones: 72 and 128 pad alike but prune to different
 # lists (configs.is_aligned), and a winner cached for one must not be reused for the other.
 _AUTOTUNE_KEY = ["TQ_BUCKET", "TK_BUCKET", "HEAD_DIM", "HEAD_DIM_V", "D", "DV", "MOD", "S", "CAUSAL", "WINDOWED",
-                 "HAS_VALID", "HAS_BIAS", "HAS_TIMES", "DROPOUT", "PRECISION"]
+                 "HAS_VALID", "HAS_BIAS", "HAS_TIMES", "DROPOUT", "PRECISION", "USE_TMA"]
 
 
 def _triton_config(c: C.Config):
-    return triton.Config(dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n), **c.launch_options())
+    return triton.Config(dict(BLOCK_M=c.block_m, BLOCK_N=c.block_n), **c.launch_options(),
+                         pre_hook=_reblock_loop_descriptors)
 
 
 def _prune_forward(configs, named_args, **kwargs):
