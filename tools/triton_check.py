@@ -48,7 +48,7 @@ values or loop bounds, not code), and other alignments than the two covered.
 
 Results are cached per specialisation under --cache-dir (default ~/.cache/tempattn/triton-check), keyed on the kernel
 sources (kernels/common/*.py), this file, the Triton version and the specialisation: a change to any of those
-recompiles everything, a change elsewhere nothing. A cold run: 668 specialisations, about 1,200 CPU seconds with
+recompiles everything, a change elsewhere nothing. A cold run: 668 specialisations, about 1,050 CPU seconds with
 triton 3.7.1, without line info (see ``_compile_group``; the JSON records wall and CPU seconds, and each
 specialisation's seconds per compiler stage).
 Each specialisation's front end (AST -> TTIR) runs once for both archs: the sm_90 compile parses the TTIR
