@@ -443,7 +443,8 @@ def summary(results, C) -> str:
                    f"{len(spilling_big)} (max {max((r.spill_stores for r in spilling_big), default=0)} B stores); "
                    f"max smem {top.shared} B of {C.smem_limit(arch)} ({top.spec.name}); "
                    f"tensor-core instructions per 16-bit/TF32 kernel {min(mma, default=0)}..{max(mma, default=0)}"
-                   f" ({wg} of {len(tc)} with wgmma, {sum(r.tma for r in rs)} with TMA); compile cpu s total {sum(r.cpu_seconds for r in rs):.0f}, "
+                   f" ({wg} of {len(tc)} with wgmma, {sum(r.tma for r in rs)} with TMA); "
+                   f"compile cpu s total {sum(r.cpu_seconds for r in rs):.0f}, "
                    f"max {max(r.cpu_seconds for r in rs):.1f}")
     return "\n".join(out)
 

@@ -275,8 +275,9 @@ def tma_eligible(kernel: str, config: Config, dtype: str, aligned: bool) -> bool
 
     From the compile gate with TMA forced on every sm_90 16-bit specialisation (triton 3.7.1): the forward
     and dQ with such tiles keep their wgmma count and shared memory (+16 B of barriers), spill nothing and
-    use -40 to +20 registers; dK/dV's 32-row loop tiles took 50-100 more registers (spilling 448 B at
-    D=256), dQ's 16-row tiles spilled 8-28 B, and D=72 (a 128-wide block over 72 columns) 140 B."""
+    use -41 to +20 registers; dK/dV's 32-row loop tiles took up to 102 more registers (+60 to +102 at
+    D=128, spilling 448 B at D=256), dQ's 16-row tiles spilled 8-28 B, and D=72 (a 128-wide block over 72
+    columns) 140 B."""
     wgmma_tiles = config.block_m % 64 == 0 and config.num_warps % 4 == 0
     if kernel == "dkdv":
         wgmma_tiles = wgmma_tiles and config.block_n % 64 == 0

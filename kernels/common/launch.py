@@ -100,6 +100,9 @@ def _common(q, k, v, *, mod, key_valid, key_bias, mod_a, mod_b, times, causal, w
 
 TMA_ENV = "TEMPATTN_TRITON_TMA"
 TMA_MIN_TRITON = (3, 6)
+# Whether this triton has the descriptors' kernel side (read once: use_tma runs at every launch).
+TRITON_HAS_TMA = TensorDescriptor is not None and \
+    tuple(int(part) for part in triton.__version__.split(".")[:2]) >= TMA_MIN_TRITON
 
 
 def tma_mode() -> str:
@@ -112,11 +115,6 @@ def tma_mode() -> str:
     return {"": "auto", "0": "off", "1": "on"}[value]
 
 
-def _triton_has_tma() -> bool:
-    version = tuple(int(part) for part in triton.__version__.split(".")[:2])
-    return TensorDescriptor is not None and version >= TMA_MIN_TRITON
-
-
 def tma_fits(t: torch.Tensor) -> bool:
     """Whether TMA can read the (B, H, T, D) tensor ``t`` (a descriptor's rules): a unit last stride, a
     16-byte aligned base and 16-byte multiples for the other strides, none of them 0 (an expanded dim)."""
@@ -127,11 +125,13 @@ def tma_fits(t: torch.Tensor) -> bool:
 def use_tma(kernel: str, config: C.Config, arch: int, precision: str, aligned: bool, tensors) -> bool:
     """Whether ``kernel``'s loop reads its tiles of ``tensors`` by TMA (tensor descriptors) in this launch."""
     mode = tma_mode()
-    if mode == "off" or not _triton_has_tma() or not all(tma_fits(t) for t in tensors):
+    if mode == "off" or not TRITON_HAS_TMA:
         return False
     if mode == "on":
-        return C.interpreting() or arch >= 90
-    return not C.interpreting() and arch >= 90 and C.tma_eligible(kernel, config, precision, aligned)
+        wanted = C.interpreting() or arch >= 90
+    else:
+        wanted = not C.interpreting() and arch >= 90 and C.tma_eligible(kernel, config, precision, aligned)
+    return wanted and all(tma_fits(t) for t in tensors)
 
 
 def _loop_descriptors(tensors, rows: int, tma: bool):
@@ -177,11 +177,12 @@ def plan(kernel: str, config: C.Config, q, k, v, *, grad_out=None, delta=None, l
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     _, pointers, scalars, constexprs = _common(q, k, v, **kw)
-    arch = device_arch(q.device) if arch is None else arch
-    loop_tensors, loop_rows = ((q, grad_out), config.block_m) if kernel == "dkdv" else ((k, v), config.block_n)
-    tma = kernel != "norm" and not redo_pass and use_tma(kernel, config, arch, kw["precision"],
-                                                          C.is_aligned(q.shape[3], v.shape[3]), loop_tensors)
-    descriptors = _loop_descriptors(loop_tensors, loop_rows, tma)
+    if kernel != "norm":  # the row-norm prepass has no descriptor arguments
+        arch = device_arch(q.device) if arch is None else arch
+        loop_tensors, loop_rows = ((q, grad_out), config.block_m) if kernel == "dkdv" else ((k, v), config.block_n)
+        tma = not redo_pass and use_tma(kernel, config, arch, kw["precision"], C.is_aligned(q.shape[3], v.shape[3]),
+                                        loop_tensors)
+        descriptors = _loop_descriptors(loop_tensors, loop_rows, tma)
     if kernel == "fwd":
         args = [q, k, v, out, lse, redo, *pointers, *descriptors, *_strides(q, k, v, out), *scalars, _bucket(Tq),
                 _bucket(Tk)]

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpr
 # Triton's compiler does not run in a process that started under the interpreter (triton's own library
 # functions were jitted as interpreted ones at import): make test runs this file without it first.
 STARTED_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
-needs_descriptors = pytest.mark.skipif(not L._triton_has_tma(), reason=f"TMA needs triton >= {L.TMA_MIN_TRITON}")
+needs_descriptors = pytest.mark.skipif(not L.TRITON_HAS_TMA, reason=f"TMA needs triton >= {L.TMA_MIN_TRITON}")
 
 
 def _operands(dtype=torch.float16, B=2, H=3, T=96, D=64, Dv=None):
@@ -157,7 +157,7 @@ def test_gate_compiles_tma_as_launched(auto, tmp_path, monkeypatch):
 
 TRITON = [t for t in TARGETS if t.backend == "triton" and t.unavailable is None]
 DEVICE = TRITON[0].device if TRITON else "cpu"
-RUNS_TMA = bool(TRITON) and L._triton_has_tma() and (DEVICE == "cpu" or L.device_arch(DEVICE) >= 90)
+RUNS_TMA = bool(TRITON) and L.TRITON_HAS_TMA and (DEVICE == "cpu" or L.device_arch(DEVICE) >= 90)
 
 
 def _params(op, H, gen):
